@@ -1,0 +1,104 @@
+"""MNIST quality check: train for a CPU/GPU time budget, sample 256 images with DDIM, and
+score them with the fixed MNIST classifier of ../shared/eval (confident-class rate).
+
+    python benchmarks/mnist_quality.py --minutes 8              # the CPU benchmark (bar: 70%)
+    python benchmarks/mnist_quality.py --minutes 1 --device cuda # the GPU benchmark (bar: 90%)
+    python benchmarks/mnist_quality.py --sweep --steps 1200     # compare recipes at a fixed step count
+
+The recipe (MNIST_RECIPE) is the one the CI quality test uses."""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from difflab.config import TrainConfig
+from difflab.generation import generate_images, load_model
+from difflab.metrics.classifier import confident_class_rate
+from difflab.training import train
+
+SHARED = Path(os.environ.get("DIFFLAB_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+
+MNIST_RECIPE = dict(data="mnist", image_size=28, image_channels="1", channels=32, dim_mults="1,2,2", res_blocks=1,
+                    attn_resolutions="7", timesteps=1000, beta_schedule="cosine", objective="pred_v",
+                    loss_weighting="min_snr", batch_size=64, lr=2e-3, warmup_steps=100, ema_decay=0.995,
+                    ema_warmup_steps=50, hflip=False, save_every=100000, log_every=100, grid_images=64,
+                    grid_sampler_steps=20, steps=100000, mixed_precision="auto")
+
+SWEEP = {
+    "recipe": {},
+    "lr1e-3": {"lr": 1e-3},
+    "pred_noise-linear": {"objective": "pred_noise", "beta_schedule": "linear", "loss_weighting": "none"},
+    "pred_x0": {"objective": "pred_x0"},
+    "batch128": {"batch_size": 128},
+    "rb2": {"res_blocks": 2},
+    "ch64-12": {"channels": 64, "dim_mults": "1,2", "attn_resolutions": "14"},
+    "ema0.999": {"ema_decay": 0.999},
+}
+
+
+def load_classifier(device: str) -> torch.nn.Module:
+    spec = importlib.util.spec_from_file_location("featnet", SHARED / "eval" / "featnet.py")
+    featnet = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(featnet)
+    return featnet.load(str(SHARED / "eval" / "featnet-mnist.safetensors"), device)
+
+
+def train_recipe(out: Path, minutes: float, steps: int, overrides: dict) -> tuple[int, float]:
+    """Train the recipe (with `overrides`) into `out`; returns (steps done, seconds)."""
+    config = TrainConfig.from_dict({**MNIST_RECIPE, **overrides, "out": str(out), "max_minutes": minutes,
+                                    "steps": steps, "data_root": str(SHARED / "data" / "mnist")}).validate()
+    started = time.perf_counter()
+    result = train(config, progress=False)
+    return result.step, time.perf_counter() - started
+
+
+def score_run(run: Path, device: str, weights: str = "ema", samples: int = 256, sampler_steps: int = 50) -> dict:
+    """Sample with DDIM and measure the classifier's confident-class rate."""
+    loaded = load_model(run, device=device, weights=weights)
+    precision = "bf16" if device == "cuda" else "no"
+    images = torch.cat([batch for _, batch in generate_images(loaded, samples, batch_size=256, steps=sampler_steps,
+                                                              seed=1, precision=precision)])
+    score = confident_class_rate(load_classifier(device), images.float() / 255)
+    return {"weights": weights, "confident_rate": round(score.rate, 4), "classes_covered": score.classes_covered,
+            "class_counts": score.class_counts}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=8.0, help="training budget (0 = only --steps)")
+    parser.add_argument("--steps", type=int, default=MNIST_RECIPE["steps"])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--sweep", action="store_true", help="train every recipe variant in SWEEP")
+    parser.add_argument("--only", default="", help="comma-separated SWEEP names")
+    parser.add_argument("--json", default="", help="append results as JSON lines here")
+    args = parser.parse_args()
+    if not (SHARED / "data" / "mnist").is_dir():
+        print(f"MNIST not found under {SHARED / 'data'}; set DIFFLAB_SHARED", file=sys.stderr)
+        return 1
+    names = (args.only.split(",") if args.only else list(SWEEP)) if args.sweep else ["recipe"]
+    print(f"{'variant':<20} {'steps':>6} {'train s':>8} {'weights':>7} {'confident':>9} {'classes':>7}  device {args.device}")
+    for name in names:
+        with tempfile.TemporaryDirectory() as folder:
+            run = Path(folder) / "run"
+            steps, seconds = train_recipe(run, args.minutes, args.steps, SWEEP[name])
+            for weights in ("ema", "model"):
+                row = {"variant": name, "steps": steps, "train_seconds": round(seconds, 1), "device": args.device,
+                       "overrides": SWEEP[name], **score_run(run, args.device, weights)}
+                print(f"{name:<20} {steps:>6} {seconds:>8.1f} {weights:>7} {row['confident_rate']:>9.1%} "
+                      f"{row['classes_covered']:>7}", flush=True)
+                if args.json:
+                    with open(args.json, "a") as handle:
+                        handle.write(json.dumps(row) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""Build the network, schedule and loss that a (saved) training configuration describes.
+
+Training and sampling both go through here, so a checkpoint's config always rebuilds
+exactly the network that was trained."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from difflab.config import TrainConfig
+from difflab.diffusion import DiffusionLoss, DiffusionSchedule, make_beta_schedule
+from difflab.network import UNet, UNetConfig
+
+
+def as_config(config: TrainConfig | dict[str, Any]) -> TrainConfig:
+    return config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config, source="checkpoint config")
+
+
+def unet_config(config: TrainConfig, image_channels: int) -> UNetConfig:
+    return UNetConfig(
+        image_channels=image_channels,
+        base_channels=config.channels,
+        dim_mults=config.dim_mults_tuple(),
+        num_res_blocks=config.res_blocks,
+        attn_resolutions=config.attn_resolutions_tuple(),
+        dropout=config.dropout,
+        image_size=config.image_size,
+    )
+
+
+def build_network(config: TrainConfig, image_channels: int) -> UNet:
+    return UNet(unet_config(config, image_channels))
+
+
+def build_schedule(config: TrainConfig, device: torch.device | str = "cpu") -> DiffusionSchedule:
+    return DiffusionSchedule(make_beta_schedule(config.beta_schedule, config.timesteps), device)
+
+
+def build_loss(config: TrainConfig, schedule: DiffusionSchedule) -> DiffusionLoss:
+    return DiffusionLoss(schedule, config.objective, config.loss_weighting, config.min_snr_gamma)
+
+
+def check_buildable(config: TrainConfig) -> None:
+    """Fail before any work if the network or schedule options are inconsistent."""
+    unet_config(config, 3).validate()
+    make_beta_schedule(config.beta_schedule, config.timesteps)

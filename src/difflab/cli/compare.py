@@ -1,0 +1,99 @@
+"""`difflab compare RUN --samplers ddpm:1000,ddim:50,... -n N --real FOLDER --out study/`:
+the DDPM-versus-DDIM study, timed and scored, as results.json, results.md and a plot."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from difflab.cli.sample import resolve_precision
+from difflab.cli.scoring_options import add_scoring_options, scoring_options
+from difflab.diffusion import CLIPPING
+from difflab.errors import ConfigError
+from difflab.samplers.ddim import SPACINGS
+
+DEFAULT_SAMPLERS = "ddpm,ddim:100,ddim:50,ddim:20,ddim:10"
+SAME_SEEDS_FIGURE = "same_seeds.png"
+PLOT = "quality_vs_time.png"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from difflab.experiments.study import SPEC_HELP
+
+    parser = subparsers.add_parser(
+        "compare", help="DDPM versus DDIM: time and quality of several sampler settings",
+        description="Generate the same seeds with each sampler setting, time the sampling (warm-up excluded) and "
+                    "score each set against --real. Writes OUT/<setting>/1.png ..., OUT/results.json, "
+                    "OUT/results.md and OUT/quality_vs_time.png.")
+    parser.add_argument("run", help="run folder made by `difflab train`, or a ckpt-*.safetensors file")
+    parser.add_argument("--samplers", default=DEFAULT_SAMPLERS,
+                        help=f"{SPEC_HELP}; 'ddpm' alone means all of the model's timesteps "
+                             f"(default {DEFAULT_SAMPLERS})")
+    parser.add_argument("-n", "--num-images", type=int, default=1000, help="images per setting (default 1000)")
+    parser.add_argument("--real", help="real images (folder, .zip) or .npz statistics to score against; "
+                                       "without it only speed is measured")
+    parser.add_argument("--out", required=True, help="study folder")
+    parser.add_argument("--batch-size", type=int, default=250, help="images per sampling batch (default 250)")
+    parser.add_argument("--format", choices=("png", "jpg"), default="png", help="image files (default png: lossless)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier study in --out")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    sampling = parser.add_argument_group("sampling (shared by every row)")
+    sampling.add_argument("--spacing", choices=SPACINGS, default="uniform", help="DDIM timestep spacing")
+    sampling.add_argument("--clip", choices=CLIPPING, default=None, help="x0 clipping (default: the run's --clip)")
+    sampling.add_argument("--seed", type=int, default=0, help="random seed, the same for every row (default 0)")
+    sampling.add_argument("--weights", choices=("ema", "model"), default="ema", help="EMA (default) or raw weights")
+    sampling.add_argument("--device", default=None, help="cuda, cpu, cuda:1 ... (default: cuda if available)")
+    sampling.add_argument("--precision", choices=("auto", "no", "bf16", "fp16"), default="auto",
+                          help="autocast on GPU (default auto = bf16 on GPU, fp32 on CPU)")
+    add_scoring_options(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from difflab.experiments.scoring import Scorer
+    from difflab.experiments.study import (TIMING_NOTE, GenerationSettings, generate_row, parse_sampler_specs,
+                                           warm_up)
+    from difflab.experiments.study_results import (RESULTS_JSON, results_document, results_markdown,
+                                                   write_results_json, write_results_markdown)
+    from difflab.generation import load_model
+    from difflab.viz.figures import auto_scale, labelled_grid
+    from difflab.viz.study_plot import plot_quality_vs_time
+
+    out = Path(args.out)
+    if (out / RESULTS_JSON).exists() and not args.overwrite:
+        raise ConfigError(f"--out {out} already holds a study ({RESULTS_JSON}); pass --overwrite or choose another")
+    if args.num_images < 1 or args.batch_size < 1:
+        raise ConfigError("-n and --batch-size must be at least 1")
+    loaded = load_model(args.run, device=args.device, weights=args.weights)
+    specs = parse_sampler_specs(args.samplers, loaded.schedule.timesteps)
+    precision = resolve_precision(args.precision, loaded.device)
+    # The real set is measured first, so a bad --real or --features fails before hours of sampling.
+    scorer = Scorer(args.real, scoring_options(args, loaded.device)) if args.real else None
+    settings = GenerationSettings(args.num_images, args.batch_size, args.seed, precision, args.spacing, args.clip,
+                                  args.format, args.overwrite, not args.no_progress)
+    warm_up_seconds = warm_up(loaded, min(args.batch_size, args.num_images), precision)
+    setup = {"run": str(args.run), "checkpoint": str(loaded.checkpoint), "step": loaded.step,
+             "device": str(loaded.device), "precision": precision, "batch_size": args.batch_size,
+             "num_images": args.num_images, "seed": args.seed, "spacing": args.spacing, "timing": TIMING_NOTE,
+             "warm_up_seconds": warm_up_seconds}
+    scoring = scorer.describe() if scorer else None
+    rows, previews = [], []
+    for spec in specs:
+        row, preview = generate_row(loaded, spec, settings, out / spec.folder_name)
+        if scorer is not None:
+            row.metrics = scorer.score(str(row.folder))
+        rows.append(row)
+        previews.append(preview)
+        # Written after every row, so a long study that is stopped keeps what it measured.
+        document = results_document(rows, setup, scoring)
+        write_results_json(document, out)
+
+    write_results_markdown(document, out)
+    plot_quality_vs_time(document, out / PLOT)
+    figure = labelled_grid(torch.stack(previews), [f"#{i + 1}" for i in range(len(previews[0]))],
+                           [spec.label for spec in specs], scale=auto_scale(loaded.config.image_size))
+    figure.save(out / SAME_SEEDS_FIGURE)
+    print(results_markdown(document))
+    print(f"difflab: wrote {out / RESULTS_JSON}, {out / 'results.md'}, {out / PLOT} and {out / SAME_SEEDS_FIGURE}")
+    return 0

@@ -1,0 +1,153 @@
+"""The DDPM-versus-DDIM study: the same seeds through several sampler settings, timed.
+
+Every row starts from the same noise (generate_images seeds each batch by its first
+index), so rows differ only in the sampler. The clock covers sampling alone: one
+untimed warm-up batch runs first (CUDA context, cuDNN autotuning, autocast caches), and
+writing files and computing metrics are outside the timed region. On CUDA the device
+is synchronised before each reading, so queued kernels are not missed.
+"""
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from tqdm.auto import tqdm
+
+from difflab.errors import ConfigError
+from difflab.generation import (LoadedModel, autocast_for, generate_images, prepare_output_folder, run_sampler,
+                                write_numbered_images)
+
+SPEC_PATTERN = re.compile(r"^(ddpm|ddim)(?::(\d+))?(?::eta=([0-9.]+))?$")
+SPEC_HELP = "comma-separated SAMPLER:STEPS[:eta=ETA], e.g. ddpm:1000,ddim:100,ddim:50:eta=1"
+TIMING_NOTE = ("sampling time only: one warm-up batch is excluded, as are writing files and computing "
+               "metrics; CUDA is synchronised before each reading")
+PREVIEW_IMAGES = 8  # per row, for the side-by-side figure of the same seeds
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """One row of the study: a sampler, its number of steps and (DDIM) its eta."""
+
+    sampler: str
+    steps: int
+    eta: float = 0.0
+
+    @property
+    def label(self) -> str:
+        return f"{self.sampler}:{self.steps}" + (f":eta={self.eta:g}" if self.eta else "")
+
+    @property
+    def folder_name(self) -> str:
+        return f"{self.sampler}-{self.steps}" + (f"-eta{self.eta:g}" if self.eta else "")
+
+
+def parse_sampler_specs(text: str, timesteps: int) -> list[SamplerSpec]:
+    """`--samplers ddpm:1000,ddim:50,...` -> specs; DDPM always runs all T steps of the model."""
+    specs = []
+    for item in (part.strip() for part in text.split(",") if part.strip()):
+        match = SPEC_PATTERN.match(item)
+        if not match:
+            raise ConfigError(f"--samplers: cannot read {item!r}; expected {SPEC_HELP}")
+        sampler, steps, eta = match.group(1), int(match.group(2) or 0), float(match.group(3) or 0)
+        if sampler == "ddpm":
+            if steps not in (0, timesteps) or eta:
+                raise ConfigError(f"--samplers: {item!r}: DDPM runs all {timesteps} timesteps of this model and "
+                                  f"has no eta; write ddpm:{timesteps} or use ddim:STEPS")
+            steps = timesteps
+        elif not 1 <= steps <= timesteps:
+            raise ConfigError(f"--samplers: {item!r}: DDIM steps must be between 1 and {timesteps}")
+        specs.append(SamplerSpec(sampler, steps, eta))
+    if not specs:
+        raise ConfigError(f"--samplers is empty; expected {SPEC_HELP}")
+    if len({spec.label for spec in specs}) != len(specs):
+        raise ConfigError(f"--samplers lists a setting twice: {text}")
+    return specs
+
+
+@dataclass
+class StudyRow:
+    spec: SamplerSpec
+    num_images: int
+    seconds: float
+    folder: Path
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def network_evaluations(self) -> int:
+        """One network pass per step per image, for DDIM as for DDPM."""
+        return self.spec.steps * self.num_images
+
+    @property
+    def images_per_second(self) -> float:
+        return self.num_images / self.seconds
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(batches: Iterator[Any], device: torch.device) -> Iterator[tuple[float, Any]]:
+    """Each item of `batches` with the seconds spent producing it (not consuming it)."""
+    while True:
+        synchronize(device)
+        started = time.perf_counter()
+        try:
+            item = next(batches)
+        except StopIteration:
+            return
+        synchronize(device)
+        yield time.perf_counter() - started, item
+
+
+def warm_up(loaded: LoadedModel, batch_size: int, precision: str) -> float:
+    """Two untimed DDIM steps on a full batch, so one-off start-up costs stay out of the rows."""
+    noise = torch.randn(batch_size, *loaded.image_shape(), device=loaded.device)
+    synchronize(loaded.device)
+    started = time.perf_counter()
+    with torch.inference_mode(), autocast_for(loaded.device, precision):
+        run_sampler(loaded, noise, "ddim", steps=2)
+    synchronize(loaded.device)
+    return time.perf_counter() - started
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """What every row shares, so that only the sampler differs between rows."""
+
+    num_images: int
+    batch_size: int = 250
+    seed: int = 0
+    precision: str = "no"
+    spacing: str = "uniform"
+    clip: str | None = None
+    image_format: str = "png"
+    overwrite: bool = False
+    progress: bool = True
+
+
+def generate_row(loaded: LoadedModel, spec: SamplerSpec, settings: GenerationSettings,
+                 folder: Path) -> tuple[StudyRow, torch.Tensor]:
+    """Write the row's numbered images to `folder`; the row (with its sampling time) and the
+    first few images for the side-by-side figure."""
+    prepare_output_folder(folder, settings.num_images, settings.image_format, settings.overwrite)
+    batches = generate_images(loaded, settings.num_images, settings.batch_size, spec.sampler, spec.steps, spec.eta,
+                              settings.seed, settings.precision, settings.spacing, settings.clip)
+    seconds, preview = 0.0, []
+    with tqdm(total=settings.num_images, desc=f"sampling {spec.label}", unit="img",
+              disable=not settings.progress) as bar:
+        for batch_seconds, (first, images) in timed(batches, loaded.device):
+            seconds += batch_seconds
+            write_numbered_images(folder, first, images, settings.image_format)
+            preview.extend(images[: max(0, PREVIEW_IMAGES - len(preview))])
+            bar.update(len(images))
+    return StudyRow(spec, settings.num_images, seconds, folder), torch.stack(preview)
+
+
+def baseline_row(rows: list[StudyRow]) -> StudyRow:
+    """What speed-ups are relative to: the first DDPM row (DDPM-1000 in the homework), else the first row."""
+    return next((row for row in rows if row.spec.sampler == "ddpm"), rows[0])

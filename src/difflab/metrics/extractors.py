@@ -1,0 +1,96 @@
+"""Feature extractors: the FID Inception, or any network the user names as FILE.py:FUNCTION.
+
+A distance is only called FID when it was measured with the published FID Inception
+weights; in any other feature space it is an FD, labelled with the extractor's name,
+so that numbers from different spaces are never mixed up.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+from difflab.errors import ConfigError
+from difflab.metrics.inception import FID_WEIGHTS, load_fid_inception
+
+INCEPTION = "inception"
+INCEPTION_NAME = "inception-v3-fid"  # pytorch-fid's pool_3 features, 2048-d
+
+
+@runtime_checkable
+class FeatureNetwork(Protocol):
+    """What `--features FILE.py:FUNCTION` must return: images in [0, 1], (N, C, H, W) -> (N, D)."""
+
+    def features(self, images: Tensor) -> Tensor: ...
+
+
+@dataclass(frozen=True)
+class Extractor:
+    """A feature network with the name results are labelled with."""
+
+    name: str
+    network: FeatureNetwork
+    identity: str  # changes whenever the features could change; keys the statistics cache
+
+    @property
+    def is_fid_inception(self) -> bool:
+        return self.name == INCEPTION_NAME
+
+    @property
+    def distance_name(self) -> str:
+        """"FID" only for the FID Inception; "FD" (Frechet distance) in any other space."""
+        return "FID" if self.is_fid_inception else "FD"
+
+
+def load_extractor(
+    spec: str = INCEPTION,
+    device: torch.device | str = "cpu",
+    inception_weights: str | os.PathLike | None = None,
+) -> Extractor:
+    """Resolve `--features`: "inception" or "FILE.py:FUNCTION"; the network is moved to `device`."""
+    if spec == INCEPTION:
+        network = load_fid_inception(inception_weights)
+        return Extractor(INCEPTION_NAME, network.to(device), identity=f"{INCEPTION_NAME}:{FID_WEIGHTS.sha256}")
+    path, function_name = _split_spec(spec)
+    network = _call_factory(path, function_name)
+    if isinstance(network, torch.nn.Module):
+        network = network.eval().requires_grad_(False).to(device)
+    source_hash = hashlib.sha256(path.read_bytes()).hexdigest()
+    name = f"{path.name}:{function_name}"
+    return Extractor(name, network, identity=f"{name}:{source_hash}")
+
+
+def _split_spec(spec: str) -> tuple[Path, str]:
+    file_part, _, function_name = spec.rpartition(":")
+    if not file_part.endswith(".py") or not function_name.isidentifier():
+        raise ConfigError(f"--features must be 'inception' or FILE.py:FUNCTION, got {spec!r}")
+    path = Path(file_part).expanduser().resolve()
+    if not path.is_file():
+        raise ConfigError(f"--features {spec!r}: {path} does not exist")
+    return path, function_name
+
+
+def _call_factory(path: Path, function_name: str) -> FeatureNetwork:
+    """Import the file as a module of its own and call FUNCTION() to get the network."""
+    module_name = f"difflab_user_features_{hashlib.sha1(str(path).encode()).hexdigest()[:12]}"
+    module_spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[module_name] = module  # dataclasses and pickling look modules up by name
+    module_spec.loader.exec_module(module)
+    factory = getattr(module, function_name, None)
+    if not callable(factory):
+        raise ConfigError(f"--features: {path.name} defines no function {function_name!r}")
+    network = factory()
+    if not isinstance(network, FeatureNetwork):
+        raise ConfigError(
+            f"--features: {path.name}:{function_name}() returned a {type(network).__name__}, "
+            "which has no features(images) method"
+        )
+    return network
