@@ -22,19 +22,16 @@ import torch
 from difflab.config import TrainConfig
 from difflab.generation import generate_images, load_model
 from difflab.metrics.classifier import confident_class_rate
+from difflab.recipes import MNIST
 from difflab.training import train
 
 SHARED = Path(os.environ.get("DIFFLAB_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 
-MNIST_RECIPE = dict(data="mnist", image_size=28, image_channels="1", channels=32, dim_mults="1,2,2", res_blocks=1,
-                    attn_resolutions="7", timesteps=1000, beta_schedule="cosine", objective="pred_v",
-                    loss_weighting="min_snr", batch_size=64, lr=2e-3, warmup_steps=100, ema_decay=0.995,
-                    ema_warmup_steps=50, hflip=False, save_every=100000, log_every=100, grid_images=64,
-                    grid_sampler_steps=20, steps=100000, mixed_precision="auto")
+MNIST_RECIPE = MNIST
 
 SWEEP = {
     "recipe": {},
-    "lr1e-3": {"lr": 1e-3},
+    "lr2e-3": {"lr": 2e-3},
     "pred_noise-linear": {"objective": "pred_noise", "beta_schedule": "linear", "loss_weighting": "none"},
     "pred_x0": {"objective": "pred_x0"},
     "batch128": {"batch_size": 128},
@@ -63,7 +60,7 @@ def train_recipe(out: Path, minutes: float, steps: int, overrides: dict) -> tupl
 def score_run(run: Path, device: str, weights: str = "ema", samples: int = 256, sampler_steps: int = 50) -> dict:
     """Sample with DDIM and measure the classifier's confident-class rate."""
     loaded = load_model(run, device=device, weights=weights)
-    precision = "bf16" if device == "cuda" else "no"
+    precision = "auto"
     images = torch.cat([batch for _, batch in generate_images(loaded, samples, batch_size=256, steps=sampler_steps,
                                                               seed=1, precision=precision)])
     score = confident_class_rate(load_classifier(device), images.float() / 255)

@@ -149,7 +149,8 @@ def test_progress_command_writes_figure_and_gif(tiny_run, loaded, tmp_path, show
     rows, columns, cell = (4 if show_x0 else 2), 3, IMAGE_SIZE * 2
     left = row_label_width(["x_t", "pred x0"] if show_x0 else None)
     figure = Image.open(png).convert("RGB")
-    assert figure.size == (left + columns * (cell + PADDING) + PADDING, LABEL_HEIGHT + rows * (cell + PADDING) + PADDING)
+    width, height = left + columns * (cell + PADDING) + PADDING, LABEL_HEIGHT + rows * (cell + PADDING) + PADDING
+    assert figure.size == (width, height)
     assert Image.open(gif).n_frames == columns
 
     # The last column is what `difflab sample` makes with the same seed.
@@ -188,7 +189,8 @@ def test_mix_noisy_shared_and_independent_noise(loaded):
     torch.testing.assert_close(mixed[1], q_sample(loaded.schedule, blend, steps, noise)[0])
 
     zeros = torch.zeros(1, 3, 64, 64)  # independent noises shrink the noise std by sqrt((1-l)^2 + l^2)
-    independent = mix_noisy(loaded, zeros, zeros, torch.tensor([0.5]), t, "independent", torch.Generator().manual_seed(0))
+    independent = mix_noisy(loaded, zeros, zeros, torch.tensor([0.5]), t, "independent",
+                            torch.Generator().manual_seed(0))
     expected_std = loaded.schedule.noise_rates[t].item() * 0.5**0.5
     assert independent.std().item() == pytest.approx(expected_std, rel=0.05)
 

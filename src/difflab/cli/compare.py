@@ -7,11 +7,9 @@ from pathlib import Path
 
 import torch
 
-from difflab.cli.sample import resolve_precision
+from difflab.cli.sample import add_generation_options, resolve_precision
 from difflab.cli.scoring_options import add_scoring_options, scoring_options
-from difflab.diffusion import CLIPPING
 from difflab.errors import ConfigError
-from difflab.samplers.ddim import SPACINGS
 
 DEFAULT_SAMPLERS = "ddpm,ddim:100,ddim:50,ddim:20,ddim:10"
 SAME_SEEDS_FIGURE = "same_seeds.png"
@@ -38,14 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--format", choices=("png", "jpg"), default="png", help="image files (default png: lossless)")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier study in --out")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    sampling = parser.add_argument_group("sampling (shared by every row)")
-    sampling.add_argument("--spacing", choices=SPACINGS, default="uniform", help="DDIM timestep spacing")
-    sampling.add_argument("--clip", choices=CLIPPING, default=None, help="x0 clipping (default: the run's --clip)")
-    sampling.add_argument("--seed", type=int, default=0, help="random seed, the same for every row (default 0)")
-    sampling.add_argument("--weights", choices=("ema", "model"), default="ema", help="EMA (default) or raw weights")
-    sampling.add_argument("--device", default=None, help="cuda, cpu, cuda:1 ... (default: cuda if available)")
-    sampling.add_argument("--precision", choices=("auto", "no", "bf16", "fp16"), default="auto",
-                          help="autocast on GPU (default auto = bf16 on GPU, fp32 on CPU)")
+    add_generation_options(parser.add_argument_group("sampling (shared by every row; the seed too)"))
     add_scoring_options(parser)
     parser.set_defaults(func=run)
 

@@ -7,11 +7,7 @@ from pathlib import Path
 
 from difflab.config import TrainConfig
 
-DEMO = dict(data="shapes", image_size=32, image_channels="3", channels=32, dim_mults="1,2,2", res_blocks=1,
-            attn_resolutions="8", timesteps=1000, beta_schedule="cosine", objective="pred_v",
-            loss_weighting="min_snr", batch_size=64, lr=1e-3, warmup_steps=100, ema_decay=0.995,
-            ema_warmup_steps=50, steps=1500, max_minutes=6.0, save_every=500, log_every=25, grid_images=64,
-            grid_sampler_steps=50, hflip=True)
+from difflab.recipes import DEMO
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -45,10 +45,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--scale", type=int, default=None, help="nearest-neighbour enlargement of strips")
     parser.add_argument("--overwrite", action="store_true", help="replace existing files")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    add_sampler_options(parser)
     # The homework denoises with DDPM, ddim-slerp needs DDIM: None lets FusionSettings pick per method.
-    parser.set_defaults(func=run, sampler=None)
-    parser._option_string_actions["--sampler"].help = "default: ddpm for noise-mix, ddim for ddim-slerp"
+    add_sampler_options(parser, default_sampler=None, sampler_help="default: ddpm for noise-mix, ddim for ddim-slerp")
+    parser.set_defaults(func=run)
     add_scoring_options(parser)
 
 

@@ -15,25 +15,30 @@ from difflab.samplers.ddim import SPACINGS
 MANIFEST = "difflab-sample.json"  # lists the preview files, so evaluation skips them
 
 
-def add_sampler_options(parser: argparse.ArgumentParser) -> None:
-    """Options shared by every command that samples (sample, progress, compare, fuse)."""
-    parser.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim", help="default: ddim")
+def add_sampler_options(parser: argparse.ArgumentParser, default_sampler: str | None = "ddim",
+                        sampler_help: str = "default: ddim") -> None:
+    """Options shared by every command that samples with one sampler (sample, progress, fuse)."""
+    parser.add_argument("--sampler", choices=("ddim", "ddpm"), default=default_sampler, help=sampler_help)
     parser.add_argument("--steps", type=int, default=None,
                         help="DDIM steps (default 50); DDPM always runs all of the model's timesteps")
     parser.add_argument("--eta", type=float, default=0.0, help="DDIM noise: 0 deterministic, 1 DDPM-like (default 0)")
+    add_generation_options(parser)
+
+
+def add_generation_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """Options of every command that generates images, whatever the sampler (also compare)."""
     parser.add_argument("--spacing", choices=SPACINGS, default="uniform", help="DDIM timestep spacing")
     parser.add_argument("--clip", choices=CLIPPING, default=None, help="x0 clipping (default: the run's --clip)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--weights", choices=("ema", "model"), default="ema", help="EMA (default) or raw weights")
     parser.add_argument("--device", default=None, help="cuda, cpu, cuda:1 ... (default: cuda if available)")
     parser.add_argument("--precision", choices=("auto", "no", "bf16", "fp16"), default="auto",
-                        help="autocast on GPU (default auto = bf16 on GPU, fp32 on CPU)")
+                        help="autocast (default auto = bf16 on GPUs and AMX CPUs, else fp32)")
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    if precision == "auto":
-        return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "no"
-    return precision
+    from difflab.training.speed import resolve_mixed_precision
+    return resolve_mixed_precision(precision, device)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -17,7 +17,8 @@ def add_scoring_options(parser: argparse.ArgumentParser) -> None:
                             "(an FD, not an FID)")
     group.add_argument("--inception-weights", metavar="PATH", help="FID Inception weights file, if not cached")
     group.add_argument("--afd", choices=("auto", "yes", "no"), default="auto",
-                       help="anime-face detection rate: auto = when the detector can be loaded (default)")
+                       help="anime-face detection rate: auto = when the detector can be loaded, else n/a with "
+                            "the reason (default); yes = fail if it cannot")
     group.add_argument("--detector", choices=("cascade", "yolo"), default="cascade", help="face detector for AFD")
     group.add_argument("--detector-weights", metavar="PATH", help="lbpcascade_animeface.xml, or the YOLO .pt")
     group.add_argument("--metrics-batch-size", type=int, default=50, help="images per feature batch (default 50)")

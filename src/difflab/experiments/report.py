@@ -86,16 +86,16 @@ def command(text: str) -> str:
     return f"<pre><code>{html.escape(text)}</code></pre>"
 
 
-def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A table; cells that look numeric are right-aligned."""
+def table(header: Sequence[str] | None, rows: Sequence[Sequence[Any]]) -> str:
+    """A table (header None: rows only); cells that look numeric are right-aligned."""
     def cell(value: Any) -> str:
         text = str(value)
         numeric = text.replace(",", "").replace(".", "", 1).replace("×", "").replace("%", "").lstrip("-").isdigit()
         return f'<td class="number">{html.escape(text)}</td>' if numeric else f"<td>{html.escape(text)}</td>"
 
-    head = "".join(f"<th>{html.escape(str(name))}</th>" for name in header)
+    head = "".join(f"<th>{html.escape(str(name))}</th>" for name in header or ())
     body = "".join("<tr>" + "".join(cell(value) for value in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f"<table>{f'<thead><tr>{head}</tr></thead>' if head else ''}<tbody>{body}</tbody></table>"
 
 
 def render_report(title: str, subtitle: str, sections: Sequence[Section]) -> str:

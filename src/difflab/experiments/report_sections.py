@@ -53,8 +53,8 @@ def configuration_section(run_dir: Path, loaded: LoadedModel) -> Section:
     facts += [(key, str(config[key])) for key in KEY_OPTIONS if key in config]
     options = [(key, json.dumps(value) if isinstance(value, (list, dict)) else str(value))
                for key, value in sorted(config.items())]
-    return Section("Configuration", table(["", ""], facts)
-                   + collapsed(f"all {len(options)} training options (config.json)", table(["option", "value"], options)))
+    all_options = collapsed(f"all {len(options)} training options (config.json)", table(["option", "value"], options))
+    return Section("Configuration", table(None, facts) + all_options)
 
 
 def loss_section(run_dir: Path) -> Section:
@@ -135,7 +135,8 @@ def study_section(study: Path | None) -> Section:
         where = f"{study} holds no {RESULTS_JSON}. " if study is not None else ""
         return Section(title, paragraph(f"{where}No study was given. Run one and pass its folder with --study:", "note")
                        + command("difflab compare RUN --samplers ddpm:1000,ddim:100,ddim:50,ddim:20,ddim:10 "
-                                 "-n 1000 --real ./faces --out study/\ndifflab report RUN --study study/ --out report.html"))
+                                 "-n 1000 --real ./faces --out study/\n"
+                                 "difflab report RUN --study study/ --out report.html"))
     document = read_results(study)
     header, rows, notes = results_table(document)
     body = bullet_list(setup_lines(document)) + table(header, rows) + "".join(paragraph(note, "note") for note in notes)

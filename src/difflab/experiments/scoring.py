@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from difflab.errors import ConfigError, DataError
-from difflab.metrics.afd import FaceDetector, load_detector, opencv_available
+from difflab.metrics.afd import FaceDetector, load_detector
 from difflab.metrics.evaluation import Measurement, is_statistics_file, measure, statistics_of
 from difflab.metrics.extractors import Extractor, load_extractor
 from difflab.metrics.kid import DEFAULT_NUM_SUBSETS, DEFAULT_SUBSET_SIZE, kernel_distance
@@ -44,19 +44,17 @@ def missing(reason: str, **details: Any) -> Metric:
 
 
 def optional_detector(options: ScoringOptions) -> tuple[FaceDetector | None, str | None]:
-    """The face detector, or None and why not. `--afd yes` turns a failure into an error."""
+    """The face detector, or None and why not (auto mode, e.g. without OpenCV or offline)."""
     if options.afd not in AFD_MODES:
         raise ConfigError(f"--afd must be one of {', '.join(AFD_MODES)}; got {options.afd!r}")
     if options.afd == "no":
         return None, "not requested (--afd no)"
-    if options.afd == "auto" and options.detector == "cascade" and not opencv_available():
-        return None, "OpenCV is not installed (pip install 'difflab[afd]')"
-    try:
+    try:  # load_detector checks OpenCV first, so its message names what is missing
         return load_detector(options.detector, options.detector_weights), None
     except (ConfigError, DataError) as error:
         if options.afd == "yes":
-            raise
-        return None, f"detector unavailable: {str(error).splitlines()[0]} (--detector-weights PATH)"
+            raise  # auto: the reason is shown in place of the rate
+        return None, f"no face detector: {str(error).splitlines()[0]}"
 
 
 class Scorer:
@@ -146,7 +144,8 @@ def score_lines(scores: dict[str, Any], scorer: Scorer) -> list[str]:
             lines.append(f"{label}: {metric['value']:.4f} ± {metric['std']:.4f}")
         elif key == "afd":
             real = metric.get("reference_rate")
-            lines.append(f"{label}: {metric['value']:.1%}" + (f" (real images: {real:.1%})" if real is not None else ""))
+            real_text = f" (real images: {real:.1%})" if real is not None else ""
+            lines.append(f"{label}: {metric['value']:.1%}{real_text}")
         else:
             lines.append(f"{label}: {metric['value']:.3f}")
     return lines

@@ -84,8 +84,7 @@ def results_table(document: dict[str, Any]) -> tuple[list[str], list[list[str]],
         metrics = row["metrics"]
         rows.append([row["sampler"].upper(), str(row["steps"]), f"{row['eta']:g}", f"{row['network_evaluations']:,}",
                      f"{row['seconds']:.2f}", f"{row['images_per_second']:.1f}", f"{row['speedup']:.1f}×",
-                     metric_cell(metrics.get("distance"), notes, "distance"), metric_cell(metrics.get("kid"), notes, "kid"),
-                     metric_cell(metrics.get("afd"), notes, "afd")])
+                     *(metric_cell(metrics.get(kind), notes, kind) for kind in ("distance", "kid", "afd"))])
     return header, rows, [f"[{number}] {reason}" for number, reason in enumerate(notes.reasons, 1)]
 
 

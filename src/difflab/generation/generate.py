@@ -36,10 +36,10 @@ def batch_generator(seed: int, first_index: int, device: torch.device) -> torch.
 
 
 def autocast_for(device: torch.device, precision: str):
-    """bf16/fp16 autocast on GPU when asked for; a no-op context otherwise."""
-    if precision == "no" or device.type != "cuda":
+    """bf16/fp16 autocast when asked for (bf16 only on CPU); a no-op context otherwise."""
+    if precision == "no" or (device.type == "cpu" and precision != "bf16"):
         return torch.autocast(device.type, enabled=False)
-    return torch.autocast("cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
 def generate_images(loaded: LoadedModel, count: int, batch_size: int = 250, sampler: str = "ddim",

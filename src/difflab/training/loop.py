@@ -123,7 +123,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
                          "optimizer": optimizer_tensors, "rng": rng_tensors},
                 meta={"ema": ema.state_dict(), "optimizer": optimizer_meta, "rng": rng_meta, "scaler": scaler,
                       "image_channels": dataset.channels, "train_seconds": train_seconds,
-                      "images_seen": step * config.batch_size}), keep=config.keep_checkpoints)
+                      "images_seen": step * config.batch_size, "processes": world}),
+                keep=config.keep_checkpoints)
             save_sample_grid(step)
         accelerator.wait_for_everyone()
         return path
@@ -201,7 +202,9 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
     if is_main and log is not None:
         plot_loss_curve(log.read(), run_dir / "loss.png")
         summary = {"step": step, "stopped_by": stopped_by, "checkpoint": str(last_checkpoint),
-                   "train_seconds": elapsed_before + time.monotonic() - started}
+                   "train_seconds": elapsed_before + time.monotonic() - started, "processes": world,
+                   "images_per_process_per_step": per_process_batch, "device": str(device),
+                   "mixed_precision": accelerator.mixed_precision}
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     accelerator.end_training()
     return TrainResult(run_dir, step, last_checkpoint, images_per_second, stopped_by)

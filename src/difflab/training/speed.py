@@ -32,10 +32,23 @@ def compile_or_eager(model: nn.Module, example: tuple[torch.Tensor, ...], enable
         return model
 
 
+def cpu_has_bf16_matrix_units() -> bool:
+    """Intel AMX tiles (Sapphire Rapids and later) run bf16 convolutions about twice as fast
+    as fp32 here (measured: 0.22 s vs 0.40-0.59 s per MNIST-recipe step on 2 cores);
+    without them CPU autocast is slower than fp32. Private torch helpers, so guarded."""
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    try:
+        return bool(probe()) if probe else False
+    except Exception:
+        return False
+
+
 def resolve_mixed_precision(requested: str, device: torch.device) -> str:
-    """`auto` -> bf16 on GPUs with bf16 support, else no (CPU autocast is slower than fp32)."""
+    """`auto` -> bf16 on GPUs with bf16 support and on CPUs with AMX, else no."""
     if requested != "auto":
         return requested
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return "bf16"
+    if device.type == "cpu" and cpu_has_bf16_matrix_units():
         return "bf16"
     return "no"
