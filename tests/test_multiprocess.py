@@ -1,5 +1,6 @@
 """Multi-process training through `accelerate launch` on the CPU (gloo): the same command
-that runs on several GPUs. Each process trains on its own shard of every global batch."""
+that runs on several GPUs (`--multi_gpu` starts torchrun; without CUDA the trainer asks
+accelerate for its MULTI_CPU mode). Each process trains on its own shard of every global batch."""
 import json
 import os
 import shutil
@@ -22,7 +23,7 @@ def launch(run, *extra):
     if shutil.which("accelerate") is None:
         pytest.skip("the accelerate command is not on PATH")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    command = ["accelerate", "launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+    command = ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
                "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517",
                "-m", "difflab.cli.main", "train", *ARGS, "--out", str(run), *extra]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
@@ -38,7 +39,7 @@ def test_two_processes_train_resume_and_write_one_checkpoint(tmp_path):
     checkpoints = sorted(p.name for p in (run / "checkpoints").glob("ckpt-*.safetensors"))
     assert checkpoints == ["ckpt-00000040.safetensors"]  # written once, by the main process
     losses = [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert len(losses) == 4 and losses[-1] < 0.5 * losses[0], losses
+    assert len(losses) == 4 and losses == sorted(losses, reverse=True) and losses[-1] < 0.7 * losses[0], losses
     launch(run, "--steps", "60", "--resume")
     checkpoint = load_checkpoint(run)
     assert checkpoint.step == 60 and checkpoint.meta["processes"] == 2

@@ -59,8 +59,12 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
     checkpoints_dir, samples_dir = run_dir / "checkpoints", run_dir / "samples"
 
     # ---- 1. Devices and processes ------------------------------------------------------------------
+    # Without CUDA, tell accelerate so: under a multi-process launcher it then trains on the CPUs
+    # with gloo (accelerate picks MULTI_CPU only when cpu=True).
+    cpu_only = not torch.cuda.is_available()
     accelerator = Accelerator(
-        mixed_precision=resolve_mixed_precision(config.mixed_precision, PartialState().device),
+        cpu=cpu_only,
+        mixed_precision=resolve_mixed_precision(config.mixed_precision, PartialState(cpu=cpu_only).device),
         gradient_accumulation_steps=1,  # accumulation is done by hand below, per optimisation step
     )
     device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
@@ -104,7 +108,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
     example = (torch.zeros(micro_batch, dataset.channels, config.image_size, config.image_size, device=device),
                torch.zeros(micro_batch, device=device))
     started = time.monotonic()  # the --max-minutes budget includes compilation
-    network = compile_or_eager(model, example, enabled=should_compile(config.compile, device))
+    with accelerator.autocast():  # compile under the training step's autocast, or it compiles twice
+        network = compile_or_eager(model, example, enabled=should_compile(config.compile, device))
     network, optimizer = accelerator.prepare(network, optimizer)
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)

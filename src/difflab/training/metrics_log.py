@@ -37,13 +37,13 @@ def plot_loss_curve(records: list[dict[str, Any]], path: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     steps, losses = zip(*points)
-    smoothed, average = [], losses[0]
-    for loss in losses:
-        average = 0.9 * average + 0.1 * loss
-        smoothed.append(average)
     figure, axes = plt.subplots(figsize=(6, 3.5), dpi=120)
-    axes.plot(steps, losses, alpha=0.35, label="loss (per log interval)")
-    axes.plot(steps, smoothed, label="smoothed")
+    window = len(losses) // 20  # smooth only where there are enough points to smooth
+    axes.plot(steps, losses, alpha=0.35 if window > 1 else 1.0, label="loss (mean per log interval)")
+    if window > 1:
+        smoothed = [sum(losses[max(0, i - window + 1):i + 1]) / len(losses[max(0, i - window + 1):i + 1])
+                    for i in range(len(losses))]
+        axes.plot(steps, smoothed, label=f"moving average of {window}")
     axes.set_xlabel("step")
     axes.set_ylabel("training loss")
     axes.set_yscale("log")
