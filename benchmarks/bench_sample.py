@@ -15,8 +15,8 @@ image x N / seconds / the measured matrix-product rate (or --peak-tflops).
 
 Examples:
     # CPU: DDIM-50, 64 images at batch 64, MNIST-recipe-sized network at 32 px, vs diffusers
-    python benchmarks/bench_sample.py --device cpu --threads 2 --preset mnist-28 --image-size 32 \
-        --attn-resolutions 8 --n 64 --batch 64 --peer diffusers --repeats 3
+    python benchmarks/bench_sample.py --device cpu --threads 2 --channels 32 --dim-mults 1,2,2 \
+        --res-blocks 1 --attn-resolutions 8 --image-size 32 --n 64 --batch 64 --peer diffusers --repeats 3
     # GPU: DDIM-50 and DDPM-1000, 1,000 images at batch 250, vs denoising-diffusion-pytorch
     python benchmarks/bench_sample.py --device cuda --preset ddpm-peer-64 --n 1000 --batch 250 --peer lucidrains
     python benchmarks/bench_sample.py --device cuda --preset ddpm-peer-64 --sampler ddpm --n 1000 --batch 250
@@ -191,6 +191,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.steps = timesteps
     args.steps = args.steps or 50
     bc.set_threads(args.threads)
+    bc.PEER_ENV.update(bc.apply_cpu_allocator(args.cpu_allocator))
     device = bc.pick_device(args.device)
     args.device_type = device.type
     precision = bc.resolve_precision(args.precision, device)

@@ -26,8 +26,8 @@ against the measured matrix-product rate (or --peak-tflops).
 
 Examples:
     # CPU, the MNIST-recipe-sized network at 32 px, both sides at difflab's default precision
-    python benchmarks/bench_train.py --device cpu --threads 2 --preset mnist-28 --image-size 32 \
-        --attn-resolutions 8 --batch 64 --peer diffusers --repeats 3
+    python benchmarks/bench_train.py --device cpu --threads 2 --channels 32 --dim-mults 1,2,2 \
+        --res-blocks 1 --attn-resolutions 8 --image-size 32 --batch 64 --peer diffusers --repeats 3
     # GPU, against denoising-diffusion-pytorch at matching size
     python benchmarks/bench_train.py --device cuda --preset ddpm-peer-64 --batch 64 --peer lucidrains
     # GPU, largest batch that fits, both sides (64 and 128 px)
@@ -341,6 +341,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if not args.preset and args.channels is None:
         args.preset = "ddpm-peer-64"
     bc.set_threads(args.threads)
+    bc.PEER_ENV.update(bc.apply_cpu_allocator(args.cpu_allocator))
     device = bc.pick_device(args.device)
     args.device_type = device.type
     precision = bc.resolve_precision(args.precision, device)

@@ -1,0 +1,252 @@
+"""Every fast path computes the same function as the plain path (issue 5), checked on the CPU.
+
+Why: a speed-up is only worth having if it changes nothing but the speed. Each switch the
+trainer and sampler expose (channels_last, bf16 autocast, torch.compile, foreach/fused
+AdamW, the foreach EMA, attention through SDPA) is compared here with the plain
+computation on a small network whose zero-initialised layers are filled with random values
+(a fresh difflab U-Net outputs exactly 0, which would make every comparison vacuous).
+
+Tolerances: layout changes and kernel choices are float32 rounding (<= 1e-4 relative);
+bf16 autocast carries 8 mantissa bits (relative rounding 2^-9 per operation, compounded over
+~20 layers), so the network output is compared at a relative error (L2) of 3e-2 (measured here
+1.8e-2 on the small test network) and DDIM-5 images at 3e-2 relative (measured 0.9e-2) and a
+largest pixel difference under 5% of the [-1, 1] range (measured 0.034).
+"""
+from __future__ import annotations
+
+import copy
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from difflab.build import build_loss, build_network, build_schedule
+from difflab.config import TrainConfig
+from difflab.diffusion import make_denoiser
+from difflab.generation import autocast_for
+from difflab.network.layers import SelfAttention
+from difflab.samplers import sample_ddim
+from difflab.training.ema import EMA
+from difflab.training.speed import compile_or_eager
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+SMALL = dict(image_size=16, channels=32, dim_mults="1,2", res_blocks=1, attn_resolutions="8", timesteps=100,
+             data="random", out="unused")
+
+
+def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Fill the zero-initialised layers (residual-branch ends, attention projections, head)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if not parameter.abs().sum():
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.05)
+    return model
+
+
+def small_setup(**overrides):
+    torch.manual_seed(0)
+    config = TrainConfig(**{**SMALL, **overrides})
+    model = randomize(build_network(config, 3))
+    return config, model
+
+
+def inputs(batch: int = 4, size: int = 16, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, 3, size, size, generator=generator)
+    t = torch.randint(0, 1000, (batch,), generator=generator).float()
+    return x, t
+
+
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-12))
+
+
+# ---- channels_last --------------------------------------------------------------------------
+def test_channels_last_forward_matches_contiguous():
+    _, model = small_setup()
+    x, t = inputs()
+    with torch.no_grad():
+        plain = model(x, t)
+        fast_model = copy.deepcopy(model).to(memory_format=torch.channels_last)
+        fast = fast_model(x.contiguous(memory_format=torch.channels_last), t)
+    assert plain.abs().mean() > 1e-3, "the network must compute something for the test to mean anything"
+    assert relative_error(fast, plain) < 1e-5
+
+
+def test_channels_last_training_step_matches_contiguous():
+    """Loss and every gradient of one training step (same noise, same timesteps)."""
+    config, model = small_setup()
+    loss_fn = build_loss(config, build_schedule(config))
+    x0 = inputs(seed=2)[0].clamp(-1, 1)
+    results = []
+    for memory_format in (torch.contiguous_format, torch.channels_last):
+        net = copy.deepcopy(model).to(memory_format=memory_format)
+        loss = loss_fn(net, x0.contiguous(memory_format=memory_format), torch.Generator().manual_seed(3))
+        loss.backward()
+        results.append((loss.detach(), [p.grad.clone() for p in net.parameters()]))
+    (loss_a, grads_a), (loss_b, grads_b) = results
+    assert abs(float(loss_a - loss_b)) <= 1e-5 * abs(float(loss_a))
+    assert relative_error(torch.cat([g.flatten() for g in grads_b]), torch.cat([g.flatten() for g in grads_a])) < 1e-4
+    # Per tensor too, with a floor: biases right before a GroupNorm have (mathematically) zero
+    # gradient, so theirs are rounding noise (~1e-9) in both layouts.
+    floor = 1e-6 * max(float(g.abs().max()) for g in grads_a)
+    for ga, gb in zip(grads_a, grads_b):
+        assert float((gb - ga).abs().max()) <= 1e-3 * float(ga.abs().max()) + floor
+
+
+# ---- bf16 autocast ----------------------------------------------------------------------------
+def test_bf16_autocast_forward_within_bf16_tolerance():
+    _, model = small_setup()
+    x, t = inputs()
+    with torch.no_grad():
+        plain = model(x, t)
+        with autocast_for(torch.device("cpu"), "bf16"):
+            fast = model(x, t)
+    assert fast.dtype == torch.bfloat16, "autocast must actually run the convolutions in bf16"
+    assert relative_error(fast, plain) < 3e-2
+
+
+def test_bf16_autocast_training_loss_within_bf16_tolerance():
+    config, model = small_setup()
+    loss_fn = build_loss(config, build_schedule(config))
+    x0 = inputs(seed=2)[0].clamp(-1, 1)
+    with torch.no_grad():
+        plain = loss_fn(model, x0, torch.Generator().manual_seed(3))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            fast = loss_fn(model, x0, torch.Generator().manual_seed(3))
+    assert fast.dtype == torch.float32, "the loss is reduced in float32 under autocast"
+    assert abs(float(fast - plain)) < 2e-2 * abs(float(plain))
+
+
+def test_sampling_with_autocast_matches_without():
+    """DDIM-5 from the same noise, bf16 autocast on vs off (as `difflab sample --precision`)."""
+    config, model = small_setup()
+    model.eval()
+    schedule = build_schedule(config)
+    denoiser = make_denoiser(model, schedule, config.objective, config.clip)
+    noise = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(4))
+    device = torch.device("cpu")
+    outputs = []
+    for precision in ("no", "bf16"):
+        with torch.inference_mode(), autocast_for(device, precision):
+            outputs.append(sample_ddim(denoiser, noise.clone(), schedule, steps=5))
+    plain, fast = outputs
+    assert plain.dtype == fast.dtype == torch.float32, "samplers keep x in float32 under autocast"
+    assert plain.std() > 0.05
+    assert relative_error(fast, plain) < 3e-2
+    assert float((fast - plain).abs().max()) < 0.05 * 2  # images live in [-1, 1]: 5% of the range
+
+
+# ---- attention through SDPA ------------------------------------------------------------------
+def test_sdpa_attention_matches_written_out_attention():
+    torch.manual_seed(0)
+    layer = randomize(SelfAttention(128, head_channels=32))
+    x = torch.randn(2, 128, 8, 8)
+    with torch.no_grad():
+        fast = layer(x)
+        b, c, h, w = x.shape
+        heads, d = layer.num_heads, c // layer.num_heads
+        qkv = layer.qkv(layer.norm(x)).reshape(b, 3, heads, d, h * w)  # channels ordered (3, heads, d)
+        q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]  # (b, heads, d, L)
+        weights = torch.softmax(torch.einsum("bhdi,bhdj->bhij", q, k) / d**0.5, dim=-1)
+        out = torch.einsum("bhij,bhdj->bhdi", weights, v).reshape(b, c, h, w)
+        plain = x + layer.proj(out)
+    assert relative_error(fast - x, plain - x) < 1e-4
+
+
+# ---- optimizer kernels and EMA ---------------------------------------------------------------
+@pytest.mark.parametrize("kernel", [{"foreach": True}, {"fused": True}])
+def test_adamw_fast_kernels_match_the_for_loop(kernel):
+    """The trainer uses fused AdamW on CUDA and foreach on the CPU; both must equal the plain loop.
+    The same real gradients are fed to both (recomputing them would let rounding noise in the
+    mathematically-zero gradients of biases before a GroupNorm decide the comparison)."""
+    _, model = small_setup()
+    x, t = inputs()
+    F.mse_loss(model(x, t), x).backward()
+    gradients = [p.grad.detach().clone() for p in model.parameters()]
+    model.zero_grad(set_to_none=True)
+    params = {}
+    for name, options in (("plain", {"foreach": False}), ("fast", kernel)):
+        net = copy.deepcopy(model)
+        optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3, betas=(0.9, 0.99), weight_decay=0.01, **options)
+        for step in range(3):
+            for p, g in zip(net.parameters(), gradients):
+                p.grad = g * (1.0 + 0.5 * step)
+            optimizer.step()
+        params[name] = [p.detach().clone() for p in net.parameters()]
+    for a, b in zip(params["plain"], params["fast"]):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+
+
+def test_foreach_ema_matches_the_per_parameter_formula():
+    _, model = small_setup()
+    ema = EMA(model, decay=0.9, warmup=True)
+    expected = [p.detach().clone() for p in model.parameters()]
+    for step in range(1, 4):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.01 * step)
+        decay = ema.current_decay()
+        expected = [e * decay + p.detach() * (1 - decay) for e, p in zip(expected, model.parameters())]
+        ema.update(model, step)
+    for e, s in zip(expected, ema.shadow.parameters()):
+        torch.testing.assert_close(s, e, rtol=1e-6, atol=1e-6)
+
+
+# ---- torch.compile ---------------------------------------------------------------------------
+@pytest.mark.skipif(os.environ.get("DIFFLAB_TEST_COMPILE") != "1",
+                    reason="torch.compile needs a C compiler and takes 30-120 s on this CPU; "
+                           "set DIFFLAB_TEST_COMPILE=1 to run")
+def test_compiled_network_matches_eager():
+    _, model = small_setup()
+    x, t = inputs()
+    compiled = compile_or_eager(copy.deepcopy(model), (x, t), enabled=True)
+    assert compiled is not model and type(compiled).__name__ == "OptimizedModule", "compile fell back to eager"
+    eager_out = model(x, t)
+    compiled_out = compiled(x, t)
+    assert relative_error(compiled_out, eager_out) < 1e-4
+    eager_out.square().mean().backward()
+    compiled_out.square().mean().backward()
+    grads_eager = torch.cat([p.grad.flatten() for p in model.parameters()])
+    grads_compiled = torch.cat([p.grad.flatten() for p in compiled.parameters()])
+    assert relative_error(grads_compiled, grads_eager) < 1e-3
+
+
+def test_compile_falls_back_to_eager_when_the_compiler_fails(monkeypatch):
+    _, model = small_setup()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no C compiler")
+
+    monkeypatch.setattr(torch, "compile", broken)
+    with pytest.warns(UserWarning, match="training eagerly"):
+        network = compile_or_eager(model, inputs(), enabled=True)
+    assert network is model
+
+
+# ---- the benchmark scripts themselves (tiny, no peer) ------------------------------------------
+@pytest.fixture()
+def bench_modules():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import bench_sample
+        import bench_train
+        yield bench_train, bench_sample
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+def test_bench_scripts_run_without_a_peer(bench_modules, tmp_path):
+    bench_train, bench_sample = bench_modules
+    tiny = ["--device", "cpu", "--channels", "32", "--dim-mults", "1,2", "--res-blocks", "1",
+            "--attn-resolutions", "8", "--image-size", "16", "--peer", "none", "--no-measure-peak",
+            "--precision", "fp32"]
+    train = bench_train.main([*tiny, "--batch", "2", "--steps", "2", "--warmup", "1",
+                              "--json-out", str(tmp_path / "train.json")])
+    sample = bench_sample.main([*tiny, "--n", "2", "--batch", "2", "--steps", "2", "--warmup-steps", "1"])
+    assert train["rows"][0]["images_per_s"] > 0 and train["rows"][0]["forward_gflops_per_image"] > 0
+    assert sample["rows"][0]["n"] == 2 and (tmp_path / "train.json").is_file()
