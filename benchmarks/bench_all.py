@@ -21,12 +21,13 @@ carry the peer wheels `.whl`, installed as benchmarks/README.md says; each call 
 table to $OUT/bench-all.md and the rows to $OUT/bench-all.json):
 
     run(kind="nvidia-h200", carry=[".whl"], timeout_s=600, command=
-      "python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:src || exit; export PYTHONUNBUFFERED=1; python3 benchmarks/bench_all.py --parts train,train-diffusers --out $OUT")
+      "python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD/src || exit; export PYTHONUNBUFFERED=1; python3 benchmarks/bench_all.py --parts train,train-diffusers --out $OUT")
     run(... same install line ...; python3 benchmarks/bench_all.py --parts sample-ddim,max-batch --out $OUT")
     run(... same install line ...; python3 benchmarks/bench_all.py --parts sample-ddpm --out $OUT")
 
-(`kind` may be nvidia-h100-x1 too; the issue's peer figures are from an H200. `src` on
-PYTHONPATH makes difflab importable on the bare device image without `pip install -e .`.)
+(`kind` may be nvidia-h100-x1 too; the issue's peer figures are from an H200. `$PWD/src` on
+PYTHONPATH makes difflab importable on the bare device image without `pip install -e .`; the
+bench scripts also fall back to `src/` themselves.)
 Add `--compile` to measure difflab with torch.compile (slow to compile: ~100-150 s per shape).
 
 Locally (CPU, smoke only): `python benchmarks/bench_all.py --device cpu --smoke`.
@@ -52,7 +53,7 @@ PARTS = ("train", "train-diffusers", "sample-ddim", "sample-ddpm", "max-batch")
 def jobs(args: argparse.Namespace) -> list[tuple[str, str, list[str]]]:
     """(part, name, argv) for every benchmark process of the chosen parts."""
     net = ["--device", args.device, "--preset", args.preset]
-    extra = ["--compile"] if args.compile else []
+    extra = ["--compile", "on"] if args.compile else []
     if args.smoke:  # tiny sizes: checks the plumbing on a CPU in a minute, measures nothing
         net = ["--device", args.device, "--channels", "32", "--dim-mults", "1,2", "--res-blocks", "1",
                "--attn-resolutions", "8", "--image-size", "16", "--threads", str(args.threads or 2)]

@@ -30,6 +30,11 @@ PEERS_DIR = BENCH_DIR / "peers"
 sys.path.insert(0, str(PEERS_DIR))
 import peer_common as pc  # noqa: E402  (shared clock, step statistics, max-batch search, RESULT line)
 
+try:  # a bare checkout (e.g. the GPU machine) without `pip install -e .`
+    import difflab  # noqa: F401
+except ImportError:
+    sys.path.insert(0, str(REPO_ROOT / "src"))
+
 PEER_SCRIPTS = {"diffusers": PEERS_DIR / "diffusers_peer.py", "lucidrains": PEERS_DIR / "lucidrains_ddpm.py"}
 PRECISIONS = ("auto", "bf16", "fp32", "tf32")
 
@@ -326,29 +331,40 @@ def run_peer(peer: str, mode: str, flags: Sequence[str], timeout_s: float = 3600
     return result
 
 
-def peer_forward_flops(peer: str, sizing: Sequence[str], image_size: int) -> int | None:
+def peer_forward_flops(peer: str, sizing: Sequence[str], image_size: int,
+                       device: torch.device | str = "cpu") -> int | None:
     """Forward FLOPs per image of the peer's network, counted with the same
-    torch.utils.flop_counter as difflab's (`count_flops`), so MFU compares like with like.
+    torch.utils.flop_counter as difflab's (`count_flops`), on the same device as difflab's count
+    (the counter knows the CUDA attention kernels but not the CPU flash-attention kernel, so
+    on a CPU attention is left out on both sides; it is <1% of the small CPU networks here).
     None when the peer library cannot be imported here (e.g. DDP without torchvision)."""
     from torch.utils.flop_counter import FlopCounterMode
 
+    device = torch.device(device)
     try:
-        x = torch.zeros(1, 3, image_size, image_size)
-        t = torch.zeros(1, dtype=torch.long)
+        x = torch.zeros(1, 3, image_size, image_size, device=device)
+        t = torch.zeros(1, dtype=torch.long, device=device)
         if peer == "diffusers":
             import diffusers_peer
 
             args = diffusers_peer.build_parser().parse_args(["bench-train", *sizing])
-            model = diffusers_peer.build_unet(diffusers_peer.resolve_network(args), args)
+            model = diffusers_peer.build_unet(diffusers_peer.resolve_network(args), args).to(device)
             forward = lambda: model(x, t).sample  # noqa: E731
         else:
             import lucidrains_ddpm
 
-            model = lucidrains_ddpm.build_diffusion(image_size, None, torch.device("cpu")).model
+            model = lucidrains_ddpm.build_diffusion(image_size, None, device).model
             forward = lambda: model(x, t)  # noqa: E731
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        # bf16 autocast on a GPU: DDP's flash_attn=True allows only FlashAttention there (no fp32 kernel)
+        with torch.no_grad(), autocast(device, "bf16" if device.type == "cuda" else "fp32"), \
+                FlopCounterMode(display=False) as counter:
             forward()
-        return int(counter.get_total_flops())
+        flops = int(counter.get_total_flops())
+        del model
+        free = getattr(pc, "free_memory", None)
+        if free:
+            free(device)
+        return flops
     except Exception as error:  # noqa: BLE001 - any import/build failure only loses the MFU column
         print(f"note: could not count the {peer} network's FLOPs here ({type(error).__name__}: {error})",
               file=sys.stderr)
@@ -451,3 +467,63 @@ def median(values: Sequence[float]) -> float:
     ordered = sorted(values)
     middle = len(ordered) // 2
     return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+# --------------------------------------------------------------------------------------------
+# In-process A/B of difflab's fast paths
+# --------------------------------------------------------------------------------------------
+AB_TOKENS = {"eager": "", "compiled": "compile", "graphs": "graphs", "cl": "channels_last", "autocast": "autocast"}
+
+
+def parse_ab(text: str) -> list[tuple[str, dict[str, bool]]]:
+    """'eager,compiled-graphs,eager-cl' -> [(name, {"compile", "graphs", "channels_last", "autocast"}), ...].
+    Tokens: eager | compiled, then any of -graphs (CUDA graphs), -cl (channels_last),
+    -autocast (sampling: autocast over fp32 weights instead of a bf16 copy)."""
+    out = []
+    for name in (v.strip() for v in text.split(",") if v.strip()):
+        tokens = name.split("-")
+        if tokens[0] not in ("eager", "compiled") or any(token not in AB_TOKENS for token in tokens):
+            raise SystemExit(f"--ab: cannot read variant {name!r}: eager|compiled, then -graphs, -cl, -autocast")
+        flags = {flag: False for flag in ("compile", "graphs", "channels_last", "autocast")}
+        flags.update({AB_TOKENS[token]: True for token in tokens if AB_TOKENS[token]})
+        out.append((name, flags))
+    return out
+
+
+def run_ab(variants: dict[str, Any], rounds: int, calls: int, device: torch.device) -> list[dict[str, Any]]:
+    """Time each variant's callable `calls` times per round, the variants interleaved round by round,
+    all in this process: a fast path's gain then does not depend on which minute of a shared
+    machine's day it was measured in (across invocations this machine drifts by up to ~15%).
+    Returns per variant the median over rounds of the per-round median seconds."""
+    import statistics
+
+    for fn in variants.values():  # warm-up: allocator, oneDNN primitive cache, compiled graphs
+        fn()
+        fn()
+    sync(device)
+    seconds: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, fn in variants.items():
+            times = []
+            for _ in range(calls):
+                start = time.perf_counter()
+                fn()
+                sync(device)
+                times.append(time.perf_counter() - start)
+            seconds[name].append(statistics.median(times))
+    first = next(iter(variants))
+    base = median(seconds[first])
+    return [{"variant": name, "seconds": median(values), "rounds": values, "speedup_vs_first": base / median(values),
+             "first": first} for name, values in seconds.items()]
+
+
+def ab_table(rows: list[dict[str, Any]], env: dict[str, Any], what: str, images: int) -> str:
+    lines = [f"device: {env['device_name']}; torch {env['torch']}; commit {env['commit']}; threads {env['threads']}; "
+             f"load average {env.get('load_average_1min')}", "", f"{what}", "",
+             "| variant | median s | img/s | vs " + rows[0]["first"] + " | rel. error vs fp32 | rounds (s) |",
+             "|---|---|---|---|---|---|"]
+    for row in rows:
+        error = f"{row['rel_error_vs_fp32']:.1e}" if row.get("rel_error_vs_fp32") is not None else ""
+        lines.append(f"| {row['variant']} | {row['seconds']:.4f} | {images / row['seconds']:.1f} | "
+                     f"{row['speedup_vs_first']:.2f}x | {error} | {', '.join(f'{t:.4f}' for t in row['rounds'])} |")
+    return "\n".join(lines)

@@ -36,16 +36,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_common as bc  # noqa: E402
 from bench_common import pc  # noqa: E402
 
+from difflab.generation.fast import network_passes  # noqa: E402
+
 
 class DifflabSampler:
-    """A difflab model as `difflab sample` loads it (LoadedModel: network, schedule, config),
+    """A difflab model as `difflab sample` loads it (LoadedModel: network, schedule, config,
+    then `accelerated` with the same fast-path switches as --compile / --cuda-graphs),
     with random weights instead of a checkpoint, and the generation loop around it."""
 
-    def __init__(self, unet, device: torch.device, precision: str, channels_last: bool, compile_network: bool,
-                 seed: int = 0, batch: int = 250) -> None:
+    def __init__(self, unet, device: torch.device, precision: str, channels_last: bool, compile_network: str,
+                 seed: int = 0, batch: int = 250, cuda_graphs: str = "auto", passes: int = 0,
+                 autocast_only: bool = False) -> None:
+        from dataclasses import replace
+
         from difflab.build import build_network, build_schedule
         from difflab.generation import LoadedModel
-        from difflab.training.speed import compile_or_eager
+        from difflab.generation.fast import resolve_sampling_speed
 
         torch.manual_seed(seed)
         config = bc.train_config_for(unet, seed=seed)
@@ -53,18 +59,28 @@ class DifflabSampler:
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
         model.to(device=device, memory_format=memory_format).eval().requires_grad_(False)
         self.model, self.device, self.precision, self.seed = model, device, precision, seed
-        self.compile_seconds = 0.0
-        network: torch.nn.Module = model
-        if compile_network:
-            example = (torch.zeros(batch, unet.image_channels, unet.image_size, unet.image_size, device=device),
-                       torch.zeros(batch, device=device))
-            start = time.perf_counter()
-            with torch.inference_mode(), bc.autocast(device, precision):
-                network = compile_or_eager(model, example, enabled=True, backward=False)
-            self.compile_seconds = time.perf_counter() - start
-        self.compiled = network is not model
-        self.loaded = LoadedModel(network, build_schedule(config, device), config, unet.image_channels, 0,
-                                  Path("<random weights>"))
+        speed = resolve_sampling_speed(device, bc.difflab_precision_word(precision), compile_network, cuda_graphs,
+                                       passes)
+        if autocast_only:
+            speed = replace(speed, low_precision=None)
+        self.speed = speed
+        self.compiled = speed.compile
+        self.compile_seconds = 0.0  # compilation and graph capture happen in the untimed warm-up
+        self.plain = LoadedModel(model, build_schedule(config, device), config, unet.image_channels, 0,
+                                 Path("<random weights>"))
+        self.loaded = self.plain.accelerated(speed)
+
+    def check(self, batch: int = 16) -> float:
+        """Relative error ||fast - plain|| / ||plain|| of one network pass against the plain
+        float32 network on fresh random inputs (bf16 lands near 1e-2)."""
+        size, channels = self.plain.config.image_size, self.plain.image_channels
+        x = torch.randn(batch, channels, size, size, device=self.device)
+        t = torch.randint(0, 1000, (batch,), device=self.device).float()
+        with torch.inference_mode():
+            reference = self.plain.network(x, t).double()
+            with bc.autocast(self.device, self.precision):
+                fast = self.loaded.network(x, t).double()
+        return float((fast - reference).norm() / reference.norm())
 
     def run(self, n: int, batch: int, sampler: str, steps: int) -> int:
         """Generate `n` images; returns how many came back (uint8, on the host)."""
@@ -79,7 +95,11 @@ class DifflabSampler:
         return count
 
     def timed(self, n: int, batch: int, sampler: str, steps: int, warmup_steps: int) -> dict[str, Any]:
+        start = time.perf_counter()
         self.run(batch, batch, "ddim", min(warmup_steps, steps))  # same shapes, short schedule: untimed
+        if n % batch:
+            self.run(n % batch, n % batch, "ddim", 2)  # the last batch's shape: its compile and capture
+        self.compile_seconds = time.perf_counter() - start
         pc.reset_peak_memory(self.device)
         bc.sync(self.device)
         start = time.perf_counter()
@@ -113,7 +133,7 @@ def bench(args: argparse.Namespace, device: torch.device, unet, precision: str, 
                       f"({peer_runs[-1]['seconds']:.2f} s)", file=sys.stderr, flush=True)
         if sampler is None:
             sampler = DifflabSampler(unet, device, precision, args.channels_last_on, args.compile, args.seed,
-                                     args.batch)
+                                     args.batch, args.cuda_graphs, passes=network_passes(args.n, args.batch, args.steps))
         ours_runs.append(sampler.timed(args.n, args.batch, args.sampler, args.steps, args.warmup_steps))
         print(f"[{repeat}] difflab: {ours_runs[-1]['images_per_s']:.2f} img/s ({ours_runs[-1]['seconds']:.2f} s)",
               file=sys.stderr, flush=True)
@@ -134,7 +154,8 @@ def bench(args: argparse.Namespace, device: torch.device, unet, precision: str, 
         "forward_gflops_per_image": forward_flops / 1e9,
         "mfu": bc.mfu(forward_flops * evaluations * ours_ips, peak), "peak_tflops": peak,
         "peak_source": peak_source, "network": bc.describe_unet(unet), "channels_last": args.channels_last_on,
-        "compiled": sampler.compiled, "compile_seconds": sampler.compile_seconds,
+        "compiled": sampler.compiled, "compile_seconds": sampler.compile_seconds, "speed": sampler.speed.describe(),
+        "fast_vs_plain_rel_error": sampler.check(),
         "sampler": f"{args.sampler}-{args.steps}",
     }]
     if peer != "none":
@@ -146,7 +167,7 @@ def bench(args: argparse.Namespace, device: torch.device, unet, precision: str, 
             peer_s = bc.median([r["seconds"] for r in good])
             peer_ips = good[0]["n"] / peer_s
             peer_peak = peak if peer_precision == precision else bc.peak_tflops(args, device, peer_precision)[0]
-            peer_fwd = bc.peer_forward_flops(peer, bc.peer_sizing_flags(peer, unet), unet.image_size)
+            peer_fwd = bc.peer_forward_flops(peer, bc.peer_sizing_flags(peer, unet), unet.image_size, device)
             rows.append({
                 "bench": label, "side": peer if good[0]["n"] == ours_runs[0]["n"] else f"{peer} (n={good[0]['n']})",
                 "parameters": good[-1].get("parameters"), "batch": args.batch, "precision": peer_precision,
@@ -174,9 +195,44 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch", type=int, default=250)
     parser.add_argument("--warmup-steps", type=int, default=10, help="DDIM steps of the untimed warm-up batch")
     parser.add_argument("--channels-last", default="auto", choices=("auto", "on", "off"),
-                        help="auto: on for CUDA, off on the CPU (as training)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the network (eager fallback)")
+                        help="auto: as training (off by default: slower in eager passes on an H100)")
+    parser.add_argument("--compile", default="auto", choices=("auto", "on", "off"),
+                        help="as `difflab sample --compile` (auto: on a GPU for jobs of >= 1000 batched passes)")
+    parser.add_argument("--cuda-graphs", default="auto", choices=("auto", "on", "off"),
+                        help="as `difflab sample --cuda-graphs` (auto: on a GPU)")
+    parser.add_argument("--ab", default="",
+                        help="in-process interleaved A/B of difflab fast paths instead of the peer comparison, e.g. "
+                             "eager-autocast,eager,eager-graphs,compiled-graphs (--repeats rounds of --ab-calls runs "
+                             "each); prints each variant's relative error against the plain float32 pass")
+    parser.add_argument("--ab-calls", type=int, default=2, help="--ab: timed generations per variant and round")
     return parser
+
+
+def ab_main(args: argparse.Namespace, argv: list[str], device: torch.device, unet, precision: str) -> dict[str, Any]:
+    """`--ab`: each variant a separate DifflabSampler, generations timed round-robin in this process."""
+    env_before = bc.environment(device)
+    variants = {}
+    errors = {}
+    for name, flags in bc.parse_ab(args.ab):
+        sampler = DifflabSampler(unet, device, precision, flags["channels_last"], "on" if flags["compile"] else "off",
+                                 args.seed, args.batch, "on" if flags["graphs"] else "off",
+                                 autocast_only=flags["autocast"])
+        start = time.perf_counter()
+        sampler.run(args.batch, args.batch, args.sampler, 2)
+        errors[name] = sampler.check()
+        print(f"{name}: {sampler.speed.describe()}; set-up (compile, capture) {time.perf_counter() - start:.1f} s; "
+              f"relative error vs plain fp32 {errors[name]:.2e}", file=sys.stderr, flush=True)
+        variants[name] = (lambda s=sampler: s.run(args.n, args.batch, args.sampler, args.steps))
+    rows = bc.run_ab(variants, args.repeats, args.ab_calls, device)
+    for row in rows:
+        row["rel_error_vs_fp32"] = errors[row["variant"]]
+    env = bc.environment(device)
+    env["load_average_1min"] = f"{env_before['load_average_1min']} -> {env['load_average_1min']}"
+    print(bc.ab_table(rows, env, f"difflab {args.sampler}-{args.steps}, {args.n} images at batch {args.batch}, "
+                                 f"{precision}, {bc.describe_unet(unet)}", args.n))
+    payload = {"kind": "sample-ab", "argv": argv, "environment": env, "rows": rows, "precision": precision}
+    bc.write_json(args.json_out, payload)
+    return payload
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -197,10 +253,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     precision = bc.resolve_precision(args.precision, device)
     peer_precision = precision if args.peer_precision == "same" else args.peer_precision
     bc.apply_precision(precision, device)
-    args.channels_last_on = args.channels_last == "on" or (args.channels_last == "auto" and device.type == "cuda")
+    from difflab.config import TrainConfig
+    args.channels_last_on = args.channels_last == "on" or (args.channels_last == "auto" and device.type == "cuda"
+                                                           and TrainConfig().channels_last)
     peer = bc.resolve_peer(args.peer, device)
     unet = bc.unet_config_from_args(args)
     print(f"difflab network: {bc.describe_unet(unet)}; peer: {peer}", file=sys.stderr, flush=True)
+    if args.ab:
+        return ab_main(args, argv, device, unet, precision)
     env_before = bc.environment(device)
     rows = bench(args, device, unet, precision, peer_precision, peer)
     env = bc.environment(device)

@@ -46,6 +46,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_common as bc  # noqa: E402
+
+from difflab.config import TrainConfig  # noqa: E402
 from bench_common import pc  # noqa: E402
 
 
@@ -58,11 +60,11 @@ class DifflabTrainStep:
     torch's, backward is loss.backward()) and without the data pipeline."""
 
     def __init__(self, unet, device: torch.device, precision: str, channels_last: bool, compile_network: bool,
-                 seed: int = 0, batch: int = 64) -> None:
+                 seed: int = 0, batch: int = 64, cuda_graphs: str = "auto") -> None:
         from difflab.build import build_loss, build_network, build_schedule
         from difflab.training.ema import EMA
         from difflab.training.loop import learning_rate, step_seed
-        from difflab.training.speed import compile_or_eager
+        from difflab.training.speed import compile_or_eager, use_cuda_graphs
 
         try:  # the trainer's own optimizer-kernel choice; the same rule written out if it moves
             from difflab.training.loop import _optimizer_kernel
@@ -87,8 +89,9 @@ class DifflabTrainStep:
                    torch.zeros(batch, device=device))
         self.compile_seconds = 0.0
         start = time.perf_counter()
+        self.cuda_graphs = use_cuda_graphs(cuda_graphs, compile_network, device)
         with bc.autocast(device, precision):  # compile under the step's autocast (else it compiles twice)
-            self.network = compile_or_eager(self.model, example, enabled=compile_network)
+            self.network = compile_or_eager(self.model, example, enabled=compile_network, cuda_graphs=self.cuda_graphs)
         if compile_network:
             self.compile_seconds = time.perf_counter() - start
         self.compiled = self.network is not self.model
@@ -100,6 +103,8 @@ class DifflabTrainStep:
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate(self.config, self.step_count)
         generator = torch.Generator(self.device).manual_seed(self.step_seed(self.config.seed, self.step_count, 0, 0))
+        if self.cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
         with bc.autocast(self.device, self.precision):
             loss = self.loss_fn(self.network, images, generator)
         loss.backward()
@@ -158,7 +163,8 @@ def bench_throughput(args: argparse.Namespace, device: torch.device, unet, preci
                 print(f"[{repeat}] {peer}: {r['images_per_s']:.1f} img/s (median step {r['step_s_median']:.4f} s)",
                       file=sys.stderr, flush=True)
         if step is None:
-            step = DifflabTrainStep(unet, device, precision, args.channels_last_on, args.compile, args.seed, args.batch)
+            step = DifflabTrainStep(unet, device, precision, args.channels_last_on, args.compile_on, args.seed, args.batch,
+                                    args.cuda_graphs)
         ours_runs.append(time_difflab(step, args.batch, args.steps, args.warmup))
         print(f"[{repeat}] difflab: {ours_runs[-1]['images_per_s']:.1f} img/s "
               f"(median step {ours_runs[-1]['step_s_median']:.4f} s)", file=sys.stderr, flush=True)
@@ -192,7 +198,7 @@ def bench_throughput(args: argparse.Namespace, device: torch.device, unet, preci
             peer_step = bc.median([r["step_s_median"] for r in good])
             peer_ips = args.batch / peer_step
             peer_peak = peak if peer_precision == precision else bc.peak_tflops(args, device, peer_precision)[0]
-            peer_fwd = bc.peer_forward_flops(peer, sizing, unet.image_size)
+            peer_fwd = bc.peer_forward_flops(peer, sizing, unet.image_size, device)
             rows.append({
                 "bench": label, "side": peer, "parameters": good[-1].get("parameters"), "batch": args.batch,
                 "precision": peer_precision, "images_per_s": peer_ips, "step_s_median": peer_step,
@@ -227,7 +233,8 @@ def bench_max_batch(args: argparse.Namespace, device: torch.device, unet, precis
     elif peer == "diffusers":
         rows.append(diffusers_max_batch_subprocess(args, unet, peer_precision, label))
 
-    step = DifflabTrainStep(unet, device, precision, args.channels_last_on, args.compile, args.seed, args.start)
+    step = DifflabTrainStep(unet, device, precision, args.channels_last_on, args.compile_on, args.seed, args.start,
+                            args.cuda_graphs)
     peaks: dict[int, int] = {}
 
     def fits(batch: int) -> bool:
@@ -312,6 +319,31 @@ def internal_diffusers_max_batch(argv: list[str]) -> None:
                     "peak_memory_mib_per_image": round(peak / best / 2**20, 3) if peak else None})
 
 
+def ab_main(args: argparse.Namespace, argv: list[str], device: torch.device, unet, precision: str) -> dict[str, Any]:
+    """`--ab`: each variant a separate DifflabTrainStep (own weights, optimizer, compiled graph),
+    timed round-robin in this process; no peer."""
+    env_before = bc.environment(device)
+    variants = {}
+    for name, flags in bc.parse_ab(args.ab):
+        step = DifflabTrainStep(unet, device, precision, flags["channels_last"], flags["compile"], args.seed, args.batch,
+                                "on" if flags["graphs"] else "off")
+        if flags["compile"] and not step.compiled:
+            print(f"note: {name}: torch.compile fell back to eager", file=sys.stderr)
+        images = step.random_images(args.batch)
+        print(f"{name}: compiled {step.compiled} ({step.compile_seconds:.1f} s)", file=sys.stderr, flush=True)
+        for _ in range(args.warmup):
+            step(images)
+        variants[name] = (lambda step=step, images=images: step(images))
+    rows = bc.run_ab(variants, args.repeats, args.steps, device)
+    env = bc.environment(device)
+    env["load_average_1min"] = f"{env_before['load_average_1min']} -> {env['load_average_1min']}"
+    print(bc.ab_table(rows, env, f"difflab training step, batch {args.batch}, {precision}, {bc.describe_unet(unet)}",
+                      args.batch))
+    payload = {"kind": "train-ab", "argv": argv, "environment": env, "rows": rows, "precision": precision}
+    bc.write_json(args.json_out, payload)
+    return payload
+
+
 # --------------------------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------------------------
@@ -324,9 +356,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=20, help="timed steps (median)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first (allocator, Adam state, oneDNN)")
     parser.add_argument("--channels-last", default="auto", choices=("auto", "on", "off"),
-                        help="auto = the trainer's rule: on for CUDA, off on the CPU")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the network (eager fallback)")
+                        help="auto = the trainer's rule: --channels-last (off by default), and never on the CPU")
+    parser.add_argument("--compile", default="default", choices=("default", "auto", "on", "off"),
+                        help="as `difflab train --compile` (default: the trainer's default)")
+    parser.add_argument("--cuda-graphs", default="auto", choices=("auto", "on", "off"),
+                        help="as `difflab train --cuda-graphs`: with --compile on a GPU, the reduce-overhead mode")
     parser.add_argument("--max-batch", action="store_true", help="largest batch that fits (CUDA), both sides")
+    parser.add_argument("--ab", default="",
+                        help="in-process interleaved A/B of difflab fast paths instead of the peer comparison, e.g. "
+                             "eager,compiled,eager-cl,compiled-cl (--repeats rounds of --steps steps each)")
     parser.add_argument("--start", type=int, default=64, help="--max-batch: first batch tried")
     parser.add_argument("--cap", type=int, default=8192, help="--max-batch: largest batch tried")
     return parser
@@ -347,11 +385,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     precision = bc.resolve_precision(args.precision, device)
     peer_precision = precision if args.peer_precision == "same" else args.peer_precision
     bc.apply_precision(precision, device)
-    args.channels_last_on = args.channels_last == "on" or (args.channels_last == "auto" and device.type == "cuda")
+    args.channels_last_on = args.channels_last == "on" or (args.channels_last == "auto" and device.type == "cuda"
+                                                           and TrainConfig().channels_last)
+    from difflab.training.speed import should_compile
+    args.compile_on = should_compile(TrainConfig().compile if args.compile == "default" else args.compile, device)
     peer = bc.resolve_peer(args.peer, device)
     unet = bc.unet_config_from_args(args)
     print(f"difflab network: {bc.describe_unet(unet)}; peer: {peer}", file=sys.stderr, flush=True)
     env_before = bc.environment(device)
+    if args.ab:
+        return ab_main(args, argv, device, unet, precision)
     if args.max_batch:
         rows = bench_max_batch(args, device, unet, precision, peer_precision, peer)
     else:

@@ -250,3 +250,76 @@ def test_bench_scripts_run_without_a_peer(bench_modules, tmp_path):
     sample = bench_sample.main([*tiny, "--n", "2", "--batch", "2", "--steps", "2", "--warmup-steps", "1"])
     assert train["rows"][0]["images_per_s"] > 0 and train["rows"][0]["forward_gflops_per_image"] > 0
     assert sample["rows"][0]["n"] == 2 and (tmp_path / "train.json").is_file()
+
+
+# ---- sampling fast paths (generation/fast.py) --------------------------------------------------
+def test_low_precision_copy_matches_the_float32_network_and_leaves_it_untouched():
+    from difflab.generation.fast import LowPrecisionNetwork
+
+    _, model = small_setup()
+    before = [p.detach().clone() for p in model.parameters()]
+    x, t = inputs()
+    with torch.no_grad():
+        reference = model(x, t)
+        # The outer autocast must not matter: the copy runs outside it, in its own dtype.
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            fast = LowPrecisionNetwork(model, torch.bfloat16)(x, t)
+    assert fast.dtype == torch.bfloat16
+    assert relative_error(fast, reference) < 3e-2
+    assert all(p.dtype == torch.float32 and torch.equal(p, b) for p, b in zip(model.parameters(), before))
+
+
+def test_cuda_graph_wrapper_is_the_plain_network_off_the_gpu():
+    from difflab.generation.fast import CUDAGraphNetwork
+
+    _, model = small_setup()
+    x, t = inputs()
+    with torch.inference_mode():
+        assert torch.equal(CUDAGraphNetwork(model)(x, t), model(x, t))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_cuda_graph_replay_matches_eager_on_fresh_inputs():
+    from difflab.generation.fast import CUDAGraphNetwork
+
+    _, model = small_setup()
+    model = model.cuda()
+    graphed = CUDAGraphNetwork(model)
+    with torch.inference_mode():
+        for seed in range(3):  # the first call captures; later ones replay with new inputs
+            x, t = (v.cuda() for v in inputs(seed=seed))
+            torch.testing.assert_close(graphed(x, t), model(x, t), rtol=1e-4, atol=1e-4)
+
+
+def test_sampling_speed_switches():
+    from difflab.errors import ConfigError
+    from difflab.generation.fast import resolve_sampling_speed
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_sampling_speed(cpu, "bf16", "auto", "auto", 10**6) == \
+        resolve_sampling_speed(cpu, "bf16", "off", "off", 0)  # nothing switches on for a CPU under auto
+    fast = resolve_sampling_speed(cuda, "bf16", "auto", "auto", 4000)  # DDPM-1000 on 1,000 images
+    assert (fast.low_precision, fast.compile, fast.cuda_graphs) == (torch.bfloat16, True, True)
+    short = resolve_sampling_speed(cuda, "no", "auto", "off", 200)  # DDIM-50 on 1,000 images
+    assert (short.low_precision, short.compile, short.cuda_graphs) == (None, False, False)
+    with pytest.raises(ConfigError, match="--cuda-graphs"):
+        resolve_sampling_speed(cpu, "no", "auto", "sometimes")
+
+
+def test_compiled_sampling_network_falls_back_to_eager(monkeypatch):
+    from difflab.generation.fast import SamplingSpeed, fast_network
+
+    _, model = small_setup()
+
+    def compile_that_fails_at_the_first_call(module, **kwargs):
+        def broken(*args):
+            raise RuntimeError("no Triton")
+        return broken
+
+    monkeypatch.setattr(torch, "compile", compile_that_fails_at_the_first_call)
+    network = fast_network(model, SamplingSpeed(None, compile=True, cuda_graphs=False))
+    x, t = inputs()
+    with torch.no_grad(), pytest.warns(UserWarning, match="sampling eagerly"):
+        out = network(x, t)
+    with torch.no_grad():
+        torch.testing.assert_close(out, model(x, t))

@@ -65,10 +65,13 @@ class TrainConfig:
     ema_warmup_steps: int = option(100, "EMA decay ramps up as min(decay, (1 + n) / (10 + n)) over early updates")
     seed: int = option(0, "seed for initialisation, data order, noise and augmentation")
     # Speed
-    compile: str = option("off", "torch.compile the network: on, off, or auto (on for CUDA); falls back to eager "
-                          "if the compiler is unavailable. Off by default: compiling took 100-150 s on an H100, "
-                          "more than it gained in 1- and 7-minute runs", ("auto", "on", "off"))
-    channels_last: bool = option(True, "channels-last memory layout on GPU (faster convolutions)")
+    compile: str = option("auto", "torch.compile the network: on, off, or auto (on for CUDA when the run is planned "
+                          "for >= 2000 steps and >= 3 minutes: compiling takes ~80 s on an H100, then a step is "
+                          "~2.7x faster); falls back to eager if the compiler is unavailable", ("auto", "on", "off"))
+    cuda_graphs: str = option("auto", "with --compile on a GPU, replay each step as CUDA graphs (the compiler's "
+                              "reduce-overhead mode): auto/on, or off", ("auto", "on", "off"))
+    channels_last: bool = option(False, "channels-last memory layout on GPU. Off by default: eager bf16 passes ran "
+                                 "slower with it on an H100 (benchmarks/profile_gpu.py)")
     workers: int = option(-1, "data-loading worker processes (-1 = automatic)")
     # Output
     out: str = option("", "run folder: checkpoints, sample grids, metrics log and loss curve")

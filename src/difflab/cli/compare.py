@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from difflab.cli.sample import add_generation_options, resolve_precision
+from difflab.cli.sample import add_generation_options, resolve_precision, speed_up
 from difflab.cli.scoring_options import add_scoring_options, scoring_options
 from difflab.errors import ConfigError
 
@@ -48,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from difflab.experiments.study_results import (RESULTS_JSON, results_document, results_markdown,
                                                    write_results_json, write_results_markdown)
     from difflab.generation import load_model
+    from difflab.generation.fast import network_passes
     from difflab.viz.figures import auto_scale, labelled_grid
     from difflab.viz.study_plot import plot_quality_vs_time
 
@@ -59,13 +60,15 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_model(args.run, device=args.device, weights=args.weights)
     specs = parse_sampler_specs(args.samplers, loaded.schedule.timesteps)
     precision = resolve_precision(args.precision, loaded.device)
+    passes = sum(network_passes(args.num_images, args.batch_size, spec.steps or 50) for spec in specs)
+    loaded = speed_up(loaded, args, precision, passes)
     # The real set is measured first, so a bad --real or --features fails before hours of sampling.
     scorer = Scorer(args.real, scoring_options(args, loaded.device)) if args.real else None
     settings = GenerationSettings(args.num_images, args.batch_size, args.seed, precision, args.spacing, args.clip,
                                   args.format, args.overwrite, not args.no_progress)
     warm_up_seconds = warm_up(loaded, min(args.batch_size, args.num_images), precision)
     setup = {"run": str(args.run), "checkpoint": str(loaded.checkpoint), "step": loaded.step,
-             "device": str(loaded.device), "precision": precision, "batch_size": args.batch_size,
+             "device": str(loaded.device), "precision": precision, "speed": loaded.speed.describe(), "batch_size": args.batch_size,
              "num_images": args.num_images, "seed": args.seed, "spacing": args.spacing, "timing": TIMING_NOTE,
              "warm_up_seconds": warm_up_seconds}
     scoring = scorer.describe() if scorer else None

@@ -10,7 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
-from difflab.cli.sample import add_sampler_options, resolve_precision
+from difflab.cli.sample import add_sampler_options, resolve_precision, speed_up
 from difflab.cli.scoring_options import add_scoring_options, scoring_options
 from difflab.errors import ConfigError
 
@@ -63,8 +63,10 @@ def run(args: argparse.Namespace) -> int:
     from difflab.generation import load_model
 
     loaded = load_model(args.run, device=args.device, weights=args.weights)
+    precision = resolve_precision(args.precision, loaded.device)
+    loaded = speed_up(loaded, args, precision, 0)  # few passes: never worth a compile under auto
     settings = FusionSettings(args.method, args.t, args.noise, args.sampler, args.steps, args.eta, args.spacing,
-                              args.clip, resolve_precision(args.precision, loaded.device))
+                              args.clip, precision)
     settings.check()
     if args.pairs is not None:
         return run_pairs(args, loaded, settings)

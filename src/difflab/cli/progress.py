@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from difflab.cli.sample import add_sampler_options, resolve_precision
+from difflab.cli.sample import add_sampler_options, resolve_precision, speed_up
 from difflab.errors import ConfigError
 
 
@@ -45,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from difflab.experiments.progress import (evenly_spaced_frames, frames_at_timesteps, progress_animation,
                                               progress_figure, record_progress, visited_timesteps)
     from difflab.generation import load_model
+    from difflab.generation.fast import network_passes
     from difflab.generation.generate import batch_generator
     from difflab.viz.figures import auto_scale, save_gif
 
@@ -60,10 +61,12 @@ def run(args: argparse.Namespace) -> int:
     else:
         frame_indices = evenly_spaced_frames(len(visited), args.frames)
 
+    precision = resolve_precision(args.precision, loaded.device)
+    loaded = speed_up(loaded, args, precision, network_passes(args.num_images, args.num_images, len(visited)))
     generator = batch_generator(args.seed, 0, loaded.device)  # as generate_images seeds its first batch
     noise = torch.randn(args.num_images, *loaded.image_shape(), device=loaded.device, generator=generator)
     progress = record_progress(loaded, noise, frame_indices, args.sampler, steps, args.eta, args.spacing,
-                               generator, args.clip, resolve_precision(args.precision, loaded.device),
+                               generator, args.clip, precision,
                                progress=not args.no_progress)
     scale = args.scale or auto_scale(loaded.config.image_size)
     out = Path(args.out)

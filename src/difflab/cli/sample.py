@@ -10,6 +10,7 @@ import torch
 from tqdm.auto import tqdm
 
 from difflab.diffusion import CLIPPING
+from difflab.generation.fast import COMPILE_AUTO_MIN_PASSES, SWITCH
 from difflab.samplers.ddim import SPACINGS
 
 MANIFEST = "difflab-sample.json"  # lists the preview files, so evaluation skips them
@@ -33,12 +34,24 @@ def add_generation_options(parser: argparse.ArgumentParser | argparse._ArgumentG
     parser.add_argument("--weights", choices=("ema", "model"), default="ema", help="EMA (default) or raw weights")
     parser.add_argument("--device", default=None, help="cuda, cpu, cuda:1 ... (default: cuda if available)")
     parser.add_argument("--precision", choices=("auto", "no", "bf16", "fp16"), default="auto",
-                        help="autocast (default auto = bf16 on GPUs and AMX CPUs, else fp32)")
+                        help="autocast (default auto = bf16 on GPUs and AMX CPUs, else fp32); on a GPU, bf16/fp16 "
+                             "run a bf16/fp16 copy of the weights")
+    parser.add_argument("--compile", choices=SWITCH, default="auto",
+                        help="torch.compile the network (auto: on a GPU when the job runs >= "
+                             f"{COMPILE_AUTO_MIN_PASSES} batched passes, e.g. DDPM; eager fallback)")
+    parser.add_argument("--cuda-graphs", choices=SWITCH, default="auto",
+                        help="replay each batch shape's forward pass as a CUDA graph (auto: on a GPU)")
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
     from difflab.training.speed import resolve_mixed_precision
     return resolve_mixed_precision(precision, device)
+
+
+def speed_up(loaded: "LoadedModel", args: argparse.Namespace, precision: str, passes: int) -> "LoadedModel":
+    """`loaded` with the fast paths that --precision, --compile and --cuda-graphs switch on."""
+    from difflab.generation.fast import resolve_sampling_speed
+    return loaded.accelerated(resolve_sampling_speed(loaded.device, precision, args.compile, args.cuda_graphs, passes))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -57,13 +70,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from difflab.generation import generate_images, load_model, prepare_output_folder, write_numbered_images
+    from difflab.generation.fast import network_passes
     from difflab.viz.grid import save_grid
 
     out = prepare_output_folder(Path(args.out), args.num_images, args.format, args.overwrite)
     loaded = load_model(args.run, device=args.device, weights=args.weights)
     precision = resolve_precision(args.precision, loaded.device)
     steps = args.steps if args.sampler == "ddim" or args.steps else None
-    label = f"{args.sampler.upper()}-{steps or (50 if args.sampler == 'ddim' else loaded.schedule.timesteps)}"
+    sampler_steps = steps or (50 if args.sampler == "ddim" else loaded.schedule.timesteps)
+    label = f"{args.sampler.upper()}-{sampler_steps}"
+    loaded = speed_up(loaded, args, precision, network_passes(args.num_images, args.batch_size, sampler_steps))
     preview: list[torch.Tensor] = []
     started = time.perf_counter()
     with tqdm(total=args.num_images, desc=f"sampling {label}", unit="img", disable=args.no_progress) as bar:
@@ -77,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     manifest = {"previews": ["grid.png"], "run": str(loaded.checkpoint), "step": loaded.step, "sampler": label,
                 "eta": args.eta, "seed": args.seed, "num_images": args.num_images, "seconds": round(seconds, 3),
                 "images_per_second": round(args.num_images / seconds, 2), "device": str(loaded.device),
-                "precision": precision, "weights": args.weights}
+                "precision": precision, "speed": loaded.speed.describe(), "weights": args.weights}
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     print(f"difflab: wrote {args.num_images} images ({label}, {seconds:.1f} s, "
           f"{args.num_images / seconds:.1f} img/s) to {out}/1.{args.format} ... "

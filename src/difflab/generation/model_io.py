@@ -1,8 +1,9 @@
 """Load a trained model for sampling from a run folder or a checkpoint file."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -13,6 +14,9 @@ from difflab.diffusion import Denoiser, DiffusionSchedule, make_denoiser
 from difflab.errors import ConfigError
 from difflab.training.checkpoint import load_checkpoint
 
+if TYPE_CHECKING:
+    from difflab.generation.fast import SamplingSpeed
+
 
 @dataclass
 class LoadedModel:
@@ -22,6 +26,7 @@ class LoadedModel:
     image_channels: int
     step: int
     checkpoint: Path
+    speed: "SamplingSpeed | None" = None  # set by accelerated(); None = the plain network
 
     @property
     def device(self) -> torch.device:
@@ -29,6 +34,11 @@ class LoadedModel:
 
     def denoiser(self, clip: str | None = None) -> Denoiser:
         return make_denoiser(self.network, self.schedule, self.config.objective, clip or self.config.clip)
+
+    def accelerated(self, speed: "SamplingSpeed") -> "LoadedModel":
+        """The same model with the switched-on sampling fast paths (generation/fast.py)."""
+        from difflab.generation.fast import fast_network
+        return replace(self, network=fast_network(self.network, speed), speed=speed)
 
     def image_shape(self) -> tuple[int, int, int]:
         return (self.image_channels, self.config.image_size, self.config.image_size)

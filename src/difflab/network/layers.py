@@ -69,7 +69,8 @@ class TimeEmbedding(nn.Module):
         )
 
     def forward(self, t: Tensor) -> Tensor:
-        return self.mlp(self.sinusoid(t))
+        # The sinusoid is computed in float32; match the weights' dtype for a bf16 network.
+        return self.mlp(self.sinusoid(t).to(self.mlp[0].weight.dtype))
 
 
 class ResBlock(nn.Module):

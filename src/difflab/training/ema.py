@@ -16,6 +16,7 @@ class EMA:
         self.shadow = copy.deepcopy(model).eval().requires_grad_(False)
         self.decay, self.update_every, self.warmup = decay, update_every, warmup
         self.num_updates = 0
+        self._pairs: tuple | None = None
 
     def current_decay(self) -> float:
         if not self.warmup:
@@ -28,11 +29,13 @@ class EMA:
         if step % self.update_every:
             return
         decay = self.current_decay()
-        shadow_params = list(self.shadow.parameters())
-        params = [p.detach() for p in model.parameters()]
+        if self._pairs is None or self._pairs[0] is not model:  # built once: a step is launch-bound
+            self._pairs = (model, list(self.shadow.parameters()), [p.detach() for p in model.parameters()],
+                           list(self.shadow.buffers()), list(model.buffers()))
+        _, shadow_params, params, shadow_buffers, buffers = self._pairs
         torch._foreach_lerp_(shadow_params, params, 1.0 - decay)
-        for shadow_buffer, buffer in zip(self.shadow.buffers(), model.buffers()):
-            shadow_buffer.copy_(buffer)
+        if buffers:
+            torch._foreach_copy_(shadow_buffers, buffers)
         self.num_updates += 1
 
     def state_dict(self) -> dict:

@@ -27,7 +27,7 @@ from difflab.training.checkpoint import (Checkpoint, find_checkpoint, load_check
                                          save_checkpoint)
 from difflab.training.ema import EMA
 from difflab.training.metrics_log import MetricsLog, plot_loss_curve
-from difflab.training.speed import compile_or_eager, resolve_mixed_precision, should_compile
+from difflab.training.speed import compile_or_eager, resolve_mixed_precision, should_compile, use_cuda_graphs
 from difflab.viz.grid import save_grid, to_uint8
 
 
@@ -108,8 +108,10 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
     example = (torch.zeros(micro_batch, dataset.channels, config.image_size, config.image_size, device=device),
                torch.zeros(micro_batch, device=device))
     started = time.monotonic()  # the --max-minutes budget includes compilation
+    compiling = should_compile(config.compile, device, config.steps - start_step, config.max_minutes)
+    cuda_graphs = use_cuda_graphs(config.cuda_graphs, compiling, device)
     with accelerator.autocast():  # compile under the training step's autocast, or it compiles twice
-        network = compile_or_eager(model, example, enabled=should_compile(config.compile, device))
+        network = compile_or_eager(model, example, enabled=compiling, cuda_graphs=cuda_graphs)
     network, optimizer = accelerator.prepare(network, optimizer)
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -164,6 +166,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
         for index, micro in enumerate(images.split(micro_batch)):
             final_micro = index == config.grad_accum - 1
             with accelerator.no_sync(network) if not final_micro else nullcontext():
+                if cuda_graphs:  # a new iteration: the graphs may reuse the last step's output memory
+                    torch.compiler.cudagraph_mark_step_begin()
                 with accelerator.autocast():
                     loss = loss_fn(network, micro, generator)
                 accelerator.backward(loss / config.grad_accum)
