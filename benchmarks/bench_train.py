@@ -89,12 +89,12 @@ class DifflabTrainStep:
                    torch.zeros(batch, device=device))
         self.compile_seconds = 0.0
         start = time.perf_counter()
-        self.cuda_graphs = use_cuda_graphs(cuda_graphs, compile_network, device)
+        self.cuda_graphs = use_cuda_graphs(cuda_graphs, device)
         with bc.autocast(device, precision):  # compile under the step's autocast (else it compiles twice)
             self.network = compile_or_eager(self.model, example, enabled=compile_network, cuda_graphs=self.cuda_graphs)
-        if compile_network:
-            self.compile_seconds = time.perf_counter() - start
-        self.compiled = self.network is not self.model
+        self.compile_seconds = time.perf_counter() - start  # compile and/or graph set-up
+        self.compiled = self.network is not self.model and compile_network
+        self.graphed = self.network is not self.model and self.cuda_graphs
         self.network.train()
         self.step_count = 0
         self.learning_rate, self.step_seed = learning_rate, step_seed
@@ -185,7 +185,7 @@ def bench_throughput(args: argparse.Namespace, device: torch.device, unet, preci
         "forward_gflops_per_image": forward_flops / 1e9,
         "mfu": bc.mfu(3 * forward_flops * ours_ips, peak), "peak_tflops": peak, "peak_source": peak_source,
         "network": bc.describe_unet(unet), "channels_last": args.channels_last_on, "compiled": step.compiled,
-        "compile_seconds": step.compile_seconds, "optimizer": f"AdamW {step.optimizer_kernel}",
+        "cuda_graphs": step.graphed, "compile_seconds": step.compile_seconds, "optimizer": f"AdamW {step.optimizer_kernel}",
         "objective": step.config.objective, "ema_every": step.config.ema_every,
     }
     rows = [ours]
@@ -330,7 +330,8 @@ def ab_main(args: argparse.Namespace, argv: list[str], device: torch.device, une
         if flags["compile"] and not step.compiled:
             print(f"note: {name}: torch.compile fell back to eager", file=sys.stderr)
         images = step.random_images(args.batch)
-        print(f"{name}: compiled {step.compiled} ({step.compile_seconds:.1f} s)", file=sys.stderr, flush=True)
+        print(f"{name}: compiled {step.compiled}, CUDA graphs {step.graphed} (set-up {step.compile_seconds:.1f} s)",
+              file=sys.stderr, flush=True)
         for _ in range(args.warmup):
             step(images)
         variants[name] = (lambda step=step, images=images: step(images))
@@ -360,11 +361,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--compile", default="default", choices=("default", "auto", "on", "off"),
                         help="as `difflab train --compile` (default: the trainer's default)")
     parser.add_argument("--cuda-graphs", default="auto", choices=("auto", "on", "off"),
-                        help="as `difflab train --cuda-graphs`: with --compile on a GPU, the reduce-overhead mode")
+                        help="as `difflab train --cuda-graphs` (auto: on a GPU)")
     parser.add_argument("--max-batch", action="store_true", help="largest batch that fits (CUDA), both sides")
     parser.add_argument("--ab", default="",
                         help="in-process interleaved A/B of difflab fast paths instead of the peer comparison, e.g. "
-                             "eager,compiled,eager-cl,compiled-cl (--repeats rounds of --steps steps each)")
+                             "eager,eager-graphs,compiled,compiled-graphs (--repeats rounds of --steps steps each)")
     parser.add_argument("--start", type=int, default=64, help="--max-batch: first batch tried")
     parser.add_argument("--cap", type=int, default=8192, help="--max-batch: largest batch tried")
     return parser

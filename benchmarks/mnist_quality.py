@@ -38,6 +38,8 @@ SWEEP = {
     "rb2": {"res_blocks": 2},
     "ch64-12": {"channels": 64, "dim_mults": "1,2", "attn_resolutions": "14"},
     "ema0.999": {"ema_decay": 0.999},
+    "b32": {"batch_size": 32},
+    "b32-rb2-noattn": {"batch_size": 32, "res_blocks": 2, "attn_resolutions": ""},
     # GPU variants: a small network is launch-bound there, so a larger batch costs little time.
     "b256-lr2e-3": {"batch_size": 256, "lr": 2e-3},
     "b256-ch64": {"batch_size": 256, "channels": 64},

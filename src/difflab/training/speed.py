@@ -25,25 +25,34 @@ def should_compile(setting: str, device: torch.device, steps: int | None = None,
     return device.type == "cuda" and long_enough
 
 
-def use_cuda_graphs(setting: str, compiled: bool, device: torch.device) -> bool:
-    """CUDA graphs in training come with the compiler ("reduce-overhead" mode): auto/on when
-    the network is compiled on CUDA. They remove the host's kernel-launch time, which bounds
-    a step of a small network or batch (an eager step issued ~2,000 kernels in 55 ms of host
-    time on an H100, profile_gpu.py)."""
-    return compiled and device.type == "cuda" and setting != "off"
+def use_cuda_graphs(setting: str, device: torch.device, processes: int = 1) -> bool:
+    """CUDA graphs for the training step's forward and backward: auto/on on one CUDA device.
+    They remove the host's kernel-launch time, which bounds a step of a small network or
+    batch (an eager step issued ~2,000 kernels in 55 ms of host time on an H100,
+    profile_gpu.py). Off under several processes: DDP's gradient hooks run outside graphs."""
+    return device.type == "cuda" and setting != "off" and processes == 1
 
 
 def compile_or_eager(model: nn.Module, example: tuple[torch.Tensor, ...], enabled: bool,
                      backward: bool = True, cuda_graphs: bool = False) -> nn.Module:
-    """torch.compile the network, checked by one forward (and backward) pass on `example`;
-    if the compiler is missing or fails (no C compiler, unsupported platform), warn and
-    return the eager network, which computes the same function. `cuda_graphs` selects
-    the compiler's "reduce-overhead" mode; the caller then marks each step's start with
-    `torch.compiler.cudagraph_mark_step_begin()`."""
-    if not enabled:
+    """The network as the training step runs it, checked by one forward (and backward) pass
+    on `example`:
+    - `enabled`: torch.compile (Inductor: fused kernels), with `cuda_graphs` in its
+      "reduce-overhead" mode;
+    - only `cuda_graphs`: torch.compile's "cudagraphs" backend, which records the eager
+      kernels of forward and backward as CUDA graphs without generating code (seconds to
+      set up instead of a minute or more);
+    - neither: the eager network.
+    If the compiler is missing or fails (no C compiler, unsupported platform), warn and
+    return the eager network, which computes the same function. With `cuda_graphs` the
+    caller marks each step's start with `torch.compiler.cudagraph_mark_step_begin()`."""
+    if not (enabled or cuda_graphs):
         return model
     try:
-        compiled = torch.compile(model, mode="reduce-overhead" if cuda_graphs else None, dynamic=False)
+        if enabled:
+            compiled = torch.compile(model, mode="reduce-overhead" if cuda_graphs else None, dynamic=False)
+        else:
+            compiled = torch.compile(model, backend="cudagraphs", dynamic=False)
         if cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()
         output = compiled(*example)
@@ -52,7 +61,8 @@ def compile_or_eager(model: nn.Module, example: tuple[torch.Tensor, ...], enable
             model.zero_grad(set_to_none=True)
         return compiled
     except Exception as error:  # the compiler raises many types; any failure means "use eager"
-        warnings.warn(f"--compile: torch.compile failed ({type(error).__name__}: {error}); training eagerly")
+        warnings.warn(f"--compile/--cuda-graphs: torch.compile failed ({type(error).__name__}: {error}); "
+                      "training eagerly")
         model.zero_grad(set_to_none=True)
         return model
 
