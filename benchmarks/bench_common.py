@@ -374,7 +374,7 @@ def peer_forward_flops(peer: str, sizing: Sequence[str], image_size: int,
 # --------------------------------------------------------------------------------------------
 # Results: rows, the table, JSON
 # --------------------------------------------------------------------------------------------
-TABLE_COLUMNS = ("bench", "side", "params", "batch", "precision", "img/s", "difflab/peer", "peak MiB/img",
+TABLE_COLUMNS = ("bench", "side", "params", "batch", "precision", "img/s", "difflab/peer", "peak reserved MiB/img",
                  "MFU of TFLOP/s")
 """MFU is model FLOPs/s over the measured matrix-product rate *at the row's precision* (bf16 rows:
 bf16 matmul; fp32 rows: fp32 matmul), so both are printed: on an AMX CPU the bf16 rate is ~6x
@@ -398,7 +398,7 @@ def table_row(row: dict[str, Any]) -> list[str]:
     mfu_value = row.get("mfu")
     return [row.get("bench", ""), row["side"], f"{row['parameters'] / 1e6:.2f}M" if row.get("parameters") else "-",
             _fmt(row.get("batch")), row.get("precision", "-"), _fmt(row.get("images_per_s")),
-            f"{ratio:.2f}x" if ratio else "-", _fmt(row.get("peak_memory_mib_per_image")),
+            f"{ratio:.2f}x" if ratio else "-", _fmt(row.get("peak_reserved_mib_per_image", row.get("peak_memory_mib_per_image"))),
             f"{100 * mfu_value:.1f}% of {row['peak_tflops']:.3g}" if mfu_value and row.get("peak_tflops")
             else "-"]
 

@@ -89,7 +89,7 @@ class DifflabTrainStep:
                    torch.zeros(batch, device=device))
         self.compile_seconds = 0.0
         start = time.perf_counter()
-        self.cuda_graphs = use_cuda_graphs(cuda_graphs, device)
+        self.cuda_graphs = use_cuda_graphs(cuda_graphs, compile_network, device)
         with bc.autocast(device, precision):  # compile under the step's autocast (else it compiles twice)
             self.network = compile_or_eager(self.model, example, enabled=compile_network, cuda_graphs=self.cuda_graphs)
         self.compile_seconds = time.perf_counter() - start  # compile and/or graph set-up
@@ -181,6 +181,7 @@ def bench_throughput(args: argparse.Namespace, device: torch.device, unet, preci
         "precision": precision, "images_per_s": ours_ips, "step_s_median": ours_step,
         "step_s_medians": [r["step_s_median"] for r in ours_runs],
         "peak_memory_mib_per_image": ours_runs[-1].get("peak_memory_mib_per_image"),
+        "peak_reserved_mib_per_image": ours_runs[-1].get("peak_reserved_mib_per_image"),
         "activation_mib_per_image": ours_runs[-1].get("activation_mib_per_image"),
         "forward_gflops_per_image": forward_flops / 1e9,
         "mfu": bc.mfu(3 * forward_flops * ours_ips, peak), "peak_tflops": peak, "peak_source": peak_source,
@@ -204,6 +205,7 @@ def bench_throughput(args: argparse.Namespace, device: torch.device, unet, preci
                 "precision": peer_precision, "images_per_s": peer_ips, "step_s_median": peer_step,
                 "step_s_medians": [r["step_s_median"] for r in good],
                 "peak_memory_mib_per_image": good[-1].get("peak_memory_mib_per_image"),
+                "peak_reserved_mib_per_image": good[-1].get("peak_reserved_mib_per_image"),
                 "activation_mib_per_image": good[-1].get("activation_mib_per_image"),
                 "forward_gflops_per_image": peer_fwd / 1e9 if peer_fwd else None,
                 "mfu": bc.mfu(3 * peer_fwd * peer_ips, peer_peak) if peer_fwd else None, "peak_tflops": peer_peak,
@@ -233,8 +235,10 @@ def bench_max_batch(args: argparse.Namespace, device: torch.device, unet, precis
     elif peer == "diffusers":
         rows.append(diffusers_max_batch_subprocess(args, unet, peer_precision, label))
 
-    step = DifflabTrainStep(unet, device, precision, args.channels_last_on, args.compile_on, args.seed, args.start,
-                            args.cuda_graphs)
+    # Eager, without CUDA graphs: compiling with static shapes would recompile for every batch
+    # tried (~80 s each), and torch's CUDA-graph trees do not recover from an out-of-memory
+    # error (seen on an H100). The compiled step's fused kernels need less memory, not more.
+    step = DifflabTrainStep(unet, device, precision, args.channels_last_on, False, args.seed, args.start, "off")
     peaks: dict[int, int] = {}
 
     def fits(batch: int) -> bool:
@@ -361,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--compile", default="default", choices=("default", "auto", "on", "off"),
                         help="as `difflab train --compile` (default: the trainer's default)")
     parser.add_argument("--cuda-graphs", default="auto", choices=("auto", "on", "off"),
-                        help="as `difflab train --cuda-graphs` (auto: on a GPU)")
+                        help="as `difflab train --cuda-graphs` (auto: with compile on a GPU)")
     parser.add_argument("--max-batch", action="store_true", help="largest batch that fits (CUDA), both sides")
     parser.add_argument("--ab", default="",
                         help="in-process interleaved A/B of difflab fast paths instead of the peer comparison, e.g. "

@@ -323,3 +323,17 @@ def test_compiled_sampling_network_falls_back_to_eager(monkeypatch):
         out = network(x, t)
     with torch.no_grad():
         torch.testing.assert_close(out, model(x, t))
+
+
+def test_training_speed_switches_follow_the_measured_rules():
+    from difflab.training.speed import should_compile, use_cuda_graphs
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert not should_compile("auto", cpu, steps=10**6)  # never on a CPU under auto
+    assert should_compile("auto", cuda, steps=20_000)
+    assert not should_compile("auto", cuda, steps=500)  # too short to pay ~80 s back
+    assert not should_compile("auto", cuda, steps=10**6, max_minutes=1)
+    assert should_compile("on", cpu, steps=1) and not should_compile("off", cuda)
+    assert use_cuda_graphs("auto", True, cuda) and not use_cuda_graphs("auto", False, cuda)
+    assert use_cuda_graphs("on", False, cuda) and not use_cuda_graphs("on", True, cpu)
+    assert not use_cuda_graphs("auto", True, cuda, processes=2)

@@ -186,10 +186,13 @@ def memory_report(device: torch.device, batch: int, baseline_bytes: int | None =
     if device.type != "cuda":
         return {"peak_memory_bytes": None, "peak_memory_mib_per_image": None}
     peak = torch.cuda.max_memory_allocated(device)
+    # Reserved memory counts what CUDA-graph pools hold between replays; allocated does not.
+    reserved = torch.cuda.max_memory_reserved(device)
     report: dict[str, Any] = {
         "peak_memory_bytes": peak,
         "peak_memory_gib": round(peak / 2**30, 3),
         "peak_memory_mib_per_image": round(peak / batch / 2**20, 3),
+        "peak_reserved_mib_per_image": round(reserved / batch / 2**20, 3),
     }
     if baseline_bytes is not None:
         report["baseline_memory_bytes"] = baseline_bytes

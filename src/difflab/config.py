@@ -68,9 +68,9 @@ class TrainConfig:
     compile: str = option("auto", "torch.compile the network: on, off, or auto (on for CUDA when the run is planned "
                           "for >= 2000 steps and >= 3 minutes: compiling takes ~80 s on an H100, then a step is "
                           "~2.7x faster); falls back to eager if the compiler is unavailable", ("auto", "on", "off"))
-    cuda_graphs: str = option("auto", "record the network's forward and backward as CUDA graphs on a GPU (auto: on "
-                              "with one process): the compiler's reduce-overhead mode with --compile, else its "
-                              "cudagraphs backend over the eager kernels", ("auto", "on", "off"))
+    cuda_graphs: str = option("auto", "record the network's forward and backward as CUDA graphs on one GPU: auto = "
+                              "with --compile (its reduce-overhead mode); on = also without it (the compiler's "
+                              "cudagraphs backend; measured no faster for eager kernels); off", ("auto", "on", "off"))
     channels_last: bool = option(False, "channels-last memory layout on GPU. Off by default: eager bf16 passes ran "
                                  "slower with it on an H100 (benchmarks/profile_gpu.py)")
     workers: int = option(-1, "data-loading worker processes (-1 = automatic)")

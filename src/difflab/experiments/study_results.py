@@ -82,7 +82,8 @@ def results_table(document: dict[str, Any]) -> tuple[list[str], list[list[str]],
     notes, rows = Notes(), []
     for row in document["rows"]:
         metrics = row["metrics"]
-        rows.append([row["sampler"].upper(), str(row["steps"]), f"{row['eta']:g}", f"{row['network_evaluations']:,}",
+        rows.append([row["sampler"].upper(), str(row["steps"]),
+                     "ancestral" if row["sampler"] == "ddpm" else f"{row['eta']:g}", f"{row['network_evaluations']:,}",
                      f"{row['seconds']:.2f}", f"{row['images_per_second']:.1f}", f"{row['speedup']:.1f}×",
                      *(metric_cell(metrics.get(kind), notes, kind) for kind in ("distance", "kid", "afd"))])
     return header, rows, [f"[{number}] {reason}" for number, reason in enumerate(notes.reasons, 1)]

@@ -109,7 +109,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
                torch.zeros(micro_batch, device=device))
     started = time.monotonic()  # the --max-minutes budget includes compilation
     compiling = should_compile(config.compile, device, config.steps - start_step, config.max_minutes)
-    cuda_graphs = use_cuda_graphs(config.cuda_graphs, device, world)
+    cuda_graphs = use_cuda_graphs(config.cuda_graphs, compiling, device, world)
     with accelerator.autocast():  # compile under the training step's autocast, or it compiles twice
         network = compile_or_eager(model, example, enabled=compiling, cuda_graphs=cuda_graphs)
     network, optimizer = accelerator.prepare(network, optimizer)

@@ -25,12 +25,18 @@ def should_compile(setting: str, device: torch.device, steps: int | None = None,
     return device.type == "cuda" and long_enough
 
 
-def use_cuda_graphs(setting: str, device: torch.device, processes: int = 1) -> bool:
-    """CUDA graphs for the training step's forward and backward: auto/on on one CUDA device.
-    They remove the host's kernel-launch time, which bounds a step of a small network or
-    batch (an eager step issued ~2,000 kernels in 55 ms of host time on an H100,
-    profile_gpu.py). Off under several processes: DDP's gradient hooks run outside graphs."""
-    return device.type == "cuda" and setting != "off" and processes == 1
+def use_cuda_graphs(setting: str, compiled: bool, device: torch.device, processes: int = 1) -> bool:
+    """CUDA graphs for the training step's forward and backward, on one CUDA device
+    (off under several processes: DDP's gradient hooks run outside graphs).
+    - auto: with --compile only (the compiler's reduce-overhead mode). Measured on an H100
+      (benchmarks/RESULTS.md): compiled steps are short enough for launch time to matter,
+      while eager steps are bound by their unfused kernels' memory traffic, so graphs of the
+      eager kernels gained nothing (0.98x at batch 64) and cost set-up time.
+    - on: also without --compile, through the compiler's "cudagraphs" backend.
+    """
+    if device.type != "cuda" or processes != 1 or setting == "off":
+        return False
+    return compiled or setting == "on"
 
 
 def compile_or_eager(model: nn.Module, example: tuple[torch.Tensor, ...], enabled: bool,
