@@ -517,6 +517,18 @@ def run_ab(variants: dict[str, Any], rounds: int, calls: int, device: torch.devi
              "first": first} for name, values in seconds.items()]
 
 
+def finish(kind: str, argv: list[str], device: torch.device, env_before: dict[str, Any], rows: list[dict[str, Any]],
+           json_out: str, render=None, **extra: Any) -> dict[str, Any]:
+    """Print the table (`render(rows, env)`, default `markdown_table`) with the environment and the
+    load average before -> after, write the JSON payload, return it."""
+    env = environment(device)
+    env["load_average_1min"] = f"{env_before['load_average_1min']} -> {env['load_average_1min']}"
+    print((render or markdown_table)(rows, env))
+    payload = {"kind": kind, "argv": argv, "environment": env, "rows": rows, **extra}
+    write_json(json_out, payload)
+    return payload
+
+
 def ab_table(rows: list[dict[str, Any]], env: dict[str, Any], what: str, images: int) -> str:
     lines = [f"device: {env['device_name']}; torch {env['torch']}; commit {env['commit']}; threads {env['threads']}; "
              f"load average {env.get('load_average_1min')}", "", f"{what}", "",

@@ -228,13 +228,9 @@ def ab_main(args: argparse.Namespace, argv: list[str], device: torch.device, une
     rows = bc.run_ab(variants, args.repeats, args.ab_calls, device)
     for row in rows:
         row["rel_error_vs_fp32"] = errors[row["variant"]]
-    env = bc.environment(device)
-    env["load_average_1min"] = f"{env_before['load_average_1min']} -> {env['load_average_1min']}"
-    print(bc.ab_table(rows, env, f"difflab {args.sampler}-{args.steps}, {args.n} images at batch {args.batch}, "
-                                 f"{precision}, {bc.describe_unet(unet)}", args.n))
-    payload = {"kind": "sample-ab", "argv": argv, "environment": env, "rows": rows, "precision": precision}
-    bc.write_json(args.json_out, payload)
-    return payload
+    what = f"difflab {args.sampler}-{args.steps}, {args.n} images at batch {args.batch}, {precision}, {bc.describe_unet(unet)}"
+    return bc.finish("sample-ab", argv, device, env_before, rows, args.json_out,
+                     lambda rows, env: bc.ab_table(rows, env, what, args.n), precision=precision)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -265,12 +261,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return ab_main(args, argv, device, unet, precision)
     env_before = bc.environment(device)
     rows = bench(args, device, unet, precision, peer_precision, peer)
-    env = bc.environment(device)
-    env["load_average_1min"] = f"{env_before['load_average_1min']} -> {env['load_average_1min']}"
-    print(bc.markdown_table(rows, env))
-    payload = {"kind": "sample", "argv": argv, "environment": env, "rows": rows}
-    bc.write_json(args.json_out, payload)
-    return payload
+    return bc.finish("sample", argv, device, env_before, rows, args.json_out)
 
 
 if __name__ == "__main__":

@@ -237,7 +237,7 @@ def bench_max_batch(args: argparse.Namespace, device: torch.device, unet, precis
 
     # Eager, without CUDA graphs: compiling with static shapes would recompile for every batch
     # tried (~80 s each), and torch's CUDA-graph trees do not recover from an out-of-memory
-    # error (seen on an H100). The compiled step's fused kernels need less memory, not more.
+    # error (seen on an H100). So this is the eager step's memory; the compiled step's differs.
     step = DifflabTrainStep(unet, device, precision, args.channels_last_on, False, args.seed, args.start, "off")
     peaks: dict[int, int] = {}
 
@@ -340,13 +340,9 @@ def ab_main(args: argparse.Namespace, argv: list[str], device: torch.device, une
             step(images)
         variants[name] = (lambda step=step, images=images: step(images))
     rows = bc.run_ab(variants, args.repeats, args.steps, device)
-    env = bc.environment(device)
-    env["load_average_1min"] = f"{env_before['load_average_1min']} -> {env['load_average_1min']}"
-    print(bc.ab_table(rows, env, f"difflab training step, batch {args.batch}, {precision}, {bc.describe_unet(unet)}",
-                      args.batch))
-    payload = {"kind": "train-ab", "argv": argv, "environment": env, "rows": rows, "precision": precision}
-    bc.write_json(args.json_out, payload)
-    return payload
+    what = f"difflab training step, batch {args.batch}, {precision}, {bc.describe_unet(unet)}"
+    return bc.finish("train-ab", argv, device, env_before, rows, args.json_out,
+                     lambda rows, env: bc.ab_table(rows, env, what, args.batch), precision=precision)
 
 
 # --------------------------------------------------------------------------------------------
@@ -404,12 +400,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rows = bench_max_batch(args, device, unet, precision, peer_precision, peer)
     else:
         rows = bench_throughput(args, device, unet, precision, peer_precision, peer)
-    env = bc.environment(device)
-    env["load_average_1min"] = f"{env_before['load_average_1min']} -> {env['load_average_1min']}"
-    print(bc.markdown_table(rows, env))
-    payload = {"kind": "train", "argv": argv, "environment": env, "rows": rows}
-    bc.write_json(args.json_out, payload)
-    return payload
+    return bc.finish("train", argv, device, env_before, rows, args.json_out)
 
 
 if __name__ == "__main__":

@@ -11,8 +11,8 @@ from difflab.config import TrainConfig, coerce_options, flag_name, load_config_f
 from difflab.errors import ConfigError
 
 # Options that may differ when resuming; everything else must match the run's saved config.
-RESUMABLE = {"steps", "max_minutes", "save_every", "log_every", "keep_checkpoints", "workers", "compile",
-             "grid_images", "grid_sampler_steps", "data", "data_root"}
+RESUMABLE = {"steps", "max_minutes", "save_every", "log_every", "keep_checkpoints", "workers", "compile", "cuda_graphs",
+             "channels_last", "grid_images", "grid_sampler_steps", "data", "data_root"}
 RUN_FILES = ("checkpoints", "samples", "metrics.jsonl", "loss.png", "config.json", "summary.json")
 
 
