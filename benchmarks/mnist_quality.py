@@ -66,13 +66,13 @@ def train_recipe(out: Path, minutes: float, steps: int, overrides: dict) -> tupl
 
 
 def score_run(run: Path, device: str, weights: str = "ema", samples: int = 256, sampler_steps: int = 50,
-              sampler: str = "ddim", spacing: str = "uniform") -> dict:
+              sampler: str = "ddim", spacing: str = "uniform", eta: float = 0.0) -> dict:
     """Sample (DDIM-50 unless told otherwise) and measure the classifier's confident-class rate."""
     loaded = load_model(run, device=device, weights=weights)
     precision = "auto"
     images = torch.cat([batch for _, batch in generate_images(
         loaded, samples, batch_size=256, sampler=sampler, steps=sampler_steps if sampler == "ddim" else None,
-        seed=1, precision=precision, spacing=spacing)])
+        eta=eta, seed=1, precision=precision, spacing=spacing)])
     score = confident_class_rate(load_classifier(device), images.float() / 255)
     return {"weights": weights, "confident_rate": round(score.rate, 4), "classes_covered": score.classes_covered,
             "class_counts": score.class_counts}
@@ -87,7 +87,8 @@ def main() -> int:
     parser.add_argument("--only", default="", help="comma-separated SWEEP names")
     parser.add_argument("--json", default="", help="append results as JSON lines here")
     parser.add_argument("--samplers", default="",
-                        help="also score the EMA weights with these samplers, e.g. ddpm,ddim:10,ddim:10:quadratic")
+                        help="also score the EMA weights with these samplers, e.g. ddpm,ddim:10,ddim:10:spacing=quadratic,"
+                             "ddim:50:eta=1")
     args = parser.parse_args()
     if not (SHARED / "data" / "mnist").is_dir():
         print(f"MNIST not found under {SHARED / 'data'}; set DIFFLAB_SHARED", file=sys.stderr)
@@ -107,11 +108,11 @@ def main() -> int:
                     with open(args.json, "a") as handle:
                         handle.write(json.dumps(row) + "\n")
             for spec in filter(None, args.samplers.split(",")):
-                sampler, _, rest = spec.partition(":")
-                steps_text, _, spacing = rest.partition(":")
+                sampler, steps_text, *extras = spec.split(":") + [""]
+                options = dict(extra.split("=") for extra in extras if "=" in extra)  # eta=1, spacing=quadratic
                 started = time.perf_counter()
                 result = score_run(run, args.device, "ema", sampler=sampler, sampler_steps=int(steps_text or 50),
-                                   spacing=spacing or "uniform")
+                                   spacing=options.get("spacing", "uniform"), eta=float(options.get("eta", 0)))
                 print(f"{name:<20} {spec:>22} {result['confident_rate']:>9.1%} {result['classes_covered']:>7}  "
                       f"({time.perf_counter() - started:.0f} s)", flush=True)
                 if args.json:
