@@ -1,5 +1,6 @@
-"""MNIST quality check: train for a CPU/GPU time budget, sample 256 images with DDIM, and
-score them with the fixed MNIST classifier of ../shared/eval (confident-class rate).
+"""MNIST quality check: train for a CPU/GPU time budget, sample 256 images with DDIM (the
+recipe's sampling, `recipes.MNIST_SAMPLING`: 50 steps, eta 1), and score them with the fixed
+MNIST classifier of ../shared/eval (confident-class rate). `--samplers` scores more settings.
 
     python benchmarks/mnist_quality.py --minutes 8              # the CPU benchmark (bar: 70%)
     python benchmarks/mnist_quality.py --minutes 1 --device cuda # the GPU benchmark (bar: 90%)
@@ -22,7 +23,7 @@ import torch
 from difflab.config import TrainConfig
 from difflab.generation import generate_images, load_model
 from difflab.metrics.classifier import confident_class_rate
-from difflab.recipes import MNIST
+from difflab.recipes import MNIST, MNIST_SAMPLING
 from difflab.training import train
 
 SHARED = Path(os.environ.get("DIFFLAB_SHARED", Path(__file__).resolve().parents[2] / "shared"))
@@ -65,9 +66,11 @@ def train_recipe(out: Path, minutes: float, steps: int, overrides: dict) -> tupl
     return result.step, time.perf_counter() - started
 
 
-def score_run(run: Path, device: str, weights: str = "ema", samples: int = 256, sampler_steps: int = 50,
-              sampler: str = "ddim", spacing: str = "uniform", eta: float = 0.0) -> dict:
-    """Sample (DDIM-50 unless told otherwise) and measure the classifier's confident-class rate."""
+def score_run(run: Path, device: str, weights: str = "ema", samples: int = 256,
+              sampler_steps: int = MNIST_SAMPLING["steps"], sampler: str = MNIST_SAMPLING["sampler"],
+              spacing: str = "uniform", eta: float = MNIST_SAMPLING["eta"]) -> dict:
+    """Sample (the recipe's DDIM-50 with eta 1 unless told otherwise) and measure the classifier's
+    confident-class rate."""
     loaded = load_model(run, device=device, weights=weights)
     precision = "auto"
     images = torch.cat([batch for _, batch in generate_images(

@@ -9,7 +9,7 @@ import torch
 from difflab.config import TrainConfig
 from difflab.generation import generate_images, load_model
 from difflab.metrics.classifier import confident_class_rate
-from difflab.recipes import MNIST
+from difflab.recipes import MNIST, MNIST_SAMPLING
 from difflab.training import train
 
 TRAIN_MINUTES = 7.0
@@ -29,8 +29,8 @@ def test_mnist_recipe_draws_recognisable_digits_in_minutes(tmp_path, shared_data
                                     "max_minutes": TRAIN_MINUTES}).validate()
     result = train(config, progress=False)
     loaded = load_model(result.run_dir, device="cpu")
-    images = torch.cat([batch for _, batch in generate_images(loaded, 256, batch_size=128, steps=50, seed=1,
-                                                              precision="auto")])
+    images = torch.cat([batch for _, batch in generate_images(loaded, 256, batch_size=128, seed=1, precision="auto",
+                                                              **MNIST_SAMPLING)])
     score = confident_class_rate(load_featnet(shared_eval), images.float() / 255)
     print(f"MNIST recipe: {result.step} steps in {TRAIN_MINUTES} min; confident {score.rate:.1%}, "
           f"classes {score.classes_covered}, counts {score.class_counts}")
