@@ -504,13 +504,7 @@ def run_ab(variants: dict[str, Any], rounds: int, calls: int, device: torch.devi
     seconds: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(rounds):
         for name, fn in variants.items():
-            times = []
-            for _ in range(calls):
-                start = time.perf_counter()
-                fn()
-                sync(device)
-                times.append(time.perf_counter() - start)
-            seconds[name].append(statistics.median(times))
+            seconds[name].append(statistics.median(pc.time_steps(fn, calls, 0, device)))
     first = next(iter(variants))
     base = median(seconds[first])
     return [{"variant": name, "seconds": median(values), "rounds": values, "speedup_vs_first": base / median(values),
