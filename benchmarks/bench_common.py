@@ -361,9 +361,7 @@ def peer_forward_flops(peer: str, sizing: Sequence[str], image_size: int,
             forward()
         flops = int(counter.get_total_flops())
         del model
-        free = getattr(pc, "free_memory", None)
-        if free:
-            free(device)
+        pc.free_memory(device)
         return flops
     except Exception as error:  # noqa: BLE001 - any import/build failure only loses the MFU column
         print(f"note: could not count the {peer} network's FLOPs here ({type(error).__name__}: {error})",
@@ -509,6 +507,14 @@ def run_ab(variants: dict[str, Any], rounds: int, calls: int, device: torch.devi
     base = median(seconds[first])
     return [{"variant": name, "seconds": median(values), "rounds": values, "speedup_vs_first": base / median(values),
              "first": first} for name, values in seconds.items()]
+
+
+def channels_last_for(setting: str, device: torch.device) -> bool:
+    """--channels-last auto|on|off -> bool: `auto` follows the trainer (its --channels-last
+    default, and never on a CPU)."""
+    from difflab.config import TrainConfig
+
+    return setting == "on" or (setting == "auto" and device.type == "cuda" and TrainConfig().channels_last)
 
 
 def finish(kind: str, argv: list[str], device: torch.device, env_before: dict[str, Any], rows: list[dict[str, Any]],

@@ -251,9 +251,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     precision = bc.resolve_precision(args.precision, device)
     peer_precision = precision if args.peer_precision == "same" else args.peer_precision
     bc.apply_precision(precision, device)
-    from difflab.config import TrainConfig
-    args.channels_last_on = args.channels_last == "on" or (args.channels_last == "auto" and device.type == "cuda"
-                                                           and TrainConfig().channels_last)
+    args.channels_last_on = bc.channels_last_for(args.channels_last, device)
     peer = bc.resolve_peer(args.peer, device)
     unet = bc.unet_config_from_args(args)
     print(f"difflab network: {bc.describe_unet(unet)}; peer: {peer}", file=sys.stderr, flush=True)

@@ -386,8 +386,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     precision = bc.resolve_precision(args.precision, device)
     peer_precision = precision if args.peer_precision == "same" else args.peer_precision
     bc.apply_precision(precision, device)
-    args.channels_last_on = args.channels_last == "on" or (args.channels_last == "auto" and device.type == "cuda"
-                                                           and TrainConfig().channels_last)
+    args.channels_last_on = bc.channels_last_for(args.channels_last, device)
     from difflab.training.speed import should_compile
     args.compile_on = should_compile(TrainConfig().compile if args.compile == "default" else args.compile, device)
     peer = bc.resolve_peer(args.peer, device)

@@ -10,7 +10,7 @@ import torch
 from tqdm.auto import tqdm
 
 from difflab.diffusion import CLIPPING
-from difflab.generation.fast import COMPILE_AUTO_MIN_PASSES, SWITCH
+from difflab.generation.fast import COMPILE_AUTO_MIN_PASSES, SWITCH, network_passes, resolve_sampling_speed
 from difflab.samplers.ddim import SPACINGS
 
 MANIFEST = "difflab-sample.json"  # lists the preview files, so evaluation skips them
@@ -50,7 +50,6 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 def speed_up(loaded: "LoadedModel", args: argparse.Namespace, precision: str, passes: int) -> "LoadedModel":
     """`loaded` with the fast paths that --precision, --compile and --cuda-graphs switch on."""
-    from difflab.generation.fast import resolve_sampling_speed
     return loaded.accelerated(resolve_sampling_speed(loaded.device, precision, args.compile, args.cuda_graphs, passes))
 
 
@@ -70,7 +69,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from difflab.generation import generate_images, load_model, prepare_output_folder, write_numbered_images
-    from difflab.generation.fast import network_passes
     from difflab.viz.grid import save_grid
 
     out = prepare_output_folder(Path(args.out), args.num_images, args.format, args.overwrite)
