@@ -11,8 +11,8 @@ Parts (`--parts`, comma-separated; default all):
     train       bench_train vs denoising-diffusion-pytorch (README Unet, 35.7M) at batch 64 and 256,
                 64x64, bf16; difflab preset ddpm-peer-64 (36.7M)
     train-diffusers  bench_train vs diffusers UNet2DModel sized like the same difflab preset, batch 64
-    sample-ddim bench_sample DDIM-50, 1,000 images at batch 250, vs denoising-diffusion-pytorch
-    sample-ddpm bench_sample DDPM-1000, 1,000 images at batch 250 (target < 60 s); the peer makes
+    sample-ddim bench_sample DDIM-50, 1,000 images at batch 250 (`--ddim-batch`), vs denoising-diffusion-pytorch
+    sample-ddpm bench_sample DDPM-1000, 1,000 images at batch 250 (`--ddpm-batch`; target < 60 s); the peer makes
                 `--ddpm-peer-n` (250) images, compared in images/s (its 1,000 would take ~4-5 min)
     max-batch   largest training batch that fits, 64x64 and 128x128, both sides, with MiB per image
 
@@ -59,7 +59,8 @@ def jobs(args: argparse.Namespace) -> list[tuple[str, str, list[str]]]:
                "--attn-resolutions", "8", "--image-size", "16", "--threads", str(args.threads or 2)]
     train = ["--steps", "4", "--warmup", "1"] if args.smoke else ["--steps", str(args.train_steps),
                                                                   "--warmup", str(args.train_warmup)]
-    n, batch = ("4", "4") if args.smoke else ("1000", "250")
+    n = "4" if args.smoke else "1000"
+    ddim_batch, ddpm_batch = ("4", "4") if args.smoke else (str(args.ddim_batch), str(args.ddpm_batch))
     peer_dl = "none" if args.smoke else "lucidrains"
     out: list[tuple[str, str, list[str]]] = []
     if "train" in args.parts:
@@ -72,11 +73,11 @@ def jobs(args: argparse.Namespace) -> list[tuple[str, str, list[str]]]:
                      "--peer", "diffusers", "--bench-label", "train 64px b64 vs diffusers"]))
     if "sample-ddim" in args.parts:
         out.append(("sample-ddim", "sample-ddim50",
-                    ["bench_sample.py", *net, *extra, "--n", n, "--batch", batch, "--steps", "2" if args.smoke else "50",
+                    ["bench_sample.py", *net, *extra, "--n", n, "--batch", ddim_batch, "--steps", "2" if args.smoke else "50",
                      "--peer", peer_dl, "--bench-label", "DDIM-50 1000 img"]))
     if "sample-ddpm" in args.parts and not args.smoke:
         out.append(("sample-ddpm", "sample-ddpm1000",
-                    ["bench_sample.py", *net, *extra, "--sampler", "ddpm", "--n", n, "--batch", batch,
+                    ["bench_sample.py", *net, *extra, "--sampler", "ddpm", "--n", n, "--batch", ddpm_batch,
                      "--peer", peer_dl, "--peer-n", str(args.ddpm_peer_n), "--bench-label", "DDPM-1000 1000 img"]))
     if "max-batch" in args.parts and not args.smoke:
         for size in (64, 128):
@@ -143,6 +144,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--compile", action="store_true", help="difflab with torch.compile")
     parser.add_argument("--train-steps", type=int, default=50)
     parser.add_argument("--train-warmup", type=int, default=10)
+    parser.add_argument("--ddim-batch", type=int, default=250, help="sampling batch of the DDIM-50 part (both sides)")
+    parser.add_argument("--ddpm-batch", type=int, default=250, help="sampling batch of the DDPM-1000 part (both sides)")
     parser.add_argument("--ddpm-peer-n", type=int, default=250, help="images the peer makes with DDPM-1000")
     parser.add_argument("--peak-tflops", type=float, default=0.0, help="default: measured by the first part")
     parser.add_argument("--timeout", type=float, default=560, help="seconds per benchmark process")
