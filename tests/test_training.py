@@ -148,3 +148,47 @@ def test_train_refuses_to_clobber_a_run_without_a_flag(tmp_path, capsys):
     assert load_checkpoint(run).step == 4
     with pytest.raises(SystemExit):  # a network option may not change on resume
         main([*args, "--resume", "--channels", "32"])
+
+
+def test_learning_rate_schedule_closed_forms():
+    from difflab.training.lr_schedule import learning_rate
+    config = tiny_config("unused", steps=100, warmup_steps=10, lr=1e-3)
+    assert learning_rate(config, 0) == pytest.approx(1e-4)  # warm-up: (step + 1) / warmup_steps
+    assert learning_rate(config, 50) == pytest.approx(1e-3)  # constant without --lr-decay
+    cosine = tiny_config("unused", steps=100, warmup_steps=10, lr=1e-3, lr_decay="cosine")
+    assert learning_rate(cosine, 50) == pytest.approx(0.5e-3)  # cos(pi / 2): half way
+    assert learning_rate(cosine, 100) == pytest.approx(0.0, abs=1e-12)
+    linear = tiny_config("unused", steps=100, warmup_steps=10, lr=1e-3, lr_decay="linear")
+    assert learning_rate(linear, 75) == pytest.approx(0.25e-3)
+    # A time budget that ends first sets the pace: 30 of 60 seconds spent at step 10 of 1,000,000.
+    timed = tiny_config("unused", steps=1_000_000, max_minutes=1.0, warmup_steps=10, lr=1e-3, lr_decay="linear")
+    assert learning_rate(timed, 10, run_seconds=30.0) == pytest.approx(0.5e-3)
+    assert learning_rate(timed, 10, run_seconds=90.0) == 0.0
+
+
+def test_resume_after_a_crash_keeps_the_decaying_learning_rate_exact(tmp_path, monkeypatch):
+    """With --lr-decay over a step budget, a run killed after a checkpoint and resumed with the
+    same options ends with the weights (and the logged learning rates) of an uninterrupted run."""
+    import difflab.training.loop as loop
+    straight, crashed = tmp_path / "straight", tmp_path / "crashed"
+    train(tiny_config(straight, steps=6, lr_decay="cosine"), progress=False)
+    real_save = loop.save_checkpoint
+
+    def save_then_crash(folder, checkpoint, keep):
+        path = real_save(folder, checkpoint, keep=keep)
+        if checkpoint.step == 3:
+            raise KeyboardInterrupt  # the process dies right after writing step 3
+        return path
+
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(crashed, steps=6, lr_decay="cosine"), progress=False)
+    monkeypatch.setattr(loop, "save_checkpoint", real_save)
+    train(tiny_config(crashed, steps=6, lr_decay="cosine"), resume=True, progress=False)
+    a, b = weights(straight, "model"), weights(crashed, "model")
+    assert all(torch.equal(a[name], b[name]) for name in a)
+
+    def logged_lrs(run):
+        return [json.loads(line)["lr"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert logged_lrs(straight) == logged_lrs(crashed)
+    assert logged_lrs(straight)[-1] < logged_lrs(straight)[2] < TINY["lr"]  # it did decay

@@ -24,6 +24,7 @@ def unet_config(config: TrainConfig, image_channels: int) -> UNetConfig:
         dim_mults=config.dim_mults_tuple(),
         num_res_blocks=config.res_blocks,
         attn_resolutions=config.attn_resolutions_tuple(),
+        attn_head_channels=config.attn_head_channels,
         dropout=config.dropout,
         image_size=config.image_size,
     )

@@ -40,6 +40,7 @@ class TrainConfig:
     dim_mults: str = option("1,2,4", "width multiplier per U-Net level; levels - 1 downsamplings")
     res_blocks: int = option(2, "residual blocks per U-Net level")
     attn_resolutions: str = option("16", "feature-map sizes that get self-attention, e.g. 16,8 ('' = none)")
+    attn_head_channels: int = option(64, "channels per self-attention head (widths above it must be multiples)")
     dropout: float = option(0.0, "dropout in the residual blocks")
     # Diffusion
     timesteps: int = option(1000, "number of diffusion steps T")
@@ -54,6 +55,8 @@ class TrainConfig:
     max_minutes: float = option(0.0, "stop after this many minutes of training, saving a checkpoint (0 = no limit)")
     lr: float = option(2e-4, "peak learning rate of AdamW")
     warmup_steps: int = option(200, "linear learning-rate warm-up")
+    lr_decay: str = option("none", "after warm-up: keep --lr (none), or decay it to zero at the end of the budget "
+                           "(--steps, or --max-minutes when that comes first)", ("none", "cosine", "linear"))
     weight_decay: float = option(0.0, "AdamW weight decay")
     adam_beta2: float = option(0.99, "AdamW beta2")
     grad_clip: float = option(1.0, "clip the gradient norm to this (0 = off)")
@@ -106,7 +109,7 @@ class TrainConfig:
             value = getattr(self, f.name)
             if choices and str(value) not in choices:
                 raise ConfigError(f"{flag_name(f.name)} must be one of {', '.join(choices)}; got {value!r}")
-        positive = ["image_size", "channels", "res_blocks", "timesteps", "batch_size", "steps", "save_every",
+        positive = ["image_size", "channels", "attn_head_channels", "res_blocks", "timesteps", "batch_size", "steps", "save_every",
                     "grad_accum", "ema_every", "keep_checkpoints", "grid_sampler_steps", "log_every"]
         for name in positive:
             if getattr(self, name) <= 0:

@@ -16,7 +16,7 @@ import torch
 from accelerate import Accelerator, PartialState
 from tqdm.auto import tqdm
 
-from difflab.build import build_loss, build_network, build_schedule
+from difflab.build import build_loss, build_network, build_schedule, check_buildable
 from difflab.config import TrainConfig
 from difflab.data import BatchStream, augment_batch, load_dataset
 from difflab.diffusion import make_denoiser
@@ -26,6 +26,7 @@ from difflab.training.checkpoint import (Checkpoint, find_checkpoint, load_check
                                          optimizer_to_checkpoint, rng_from_checkpoint, rng_to_checkpoint,
                                          save_checkpoint)
 from difflab.training.ema import EMA
+from difflab.training.lr_schedule import learning_rate
 from difflab.training.metrics_log import MetricsLog, plot_loss_curve
 from difflab.training.speed import compile_or_eager, resolve_mixed_precision, should_compile, use_cuda_graphs
 from difflab.viz.grid import save_grid, to_uint8
@@ -49,12 +50,8 @@ def step_seed(seed: int, step: int, rank: int, stream: int) -> int:
     return (seed * 1_000_003 + step * 7919 + rank * 104_729 + stream) % (2**63 - 1)
 
 
-def learning_rate(config: TrainConfig, step: int) -> float:
-    """Linear warm-up to --lr, then constant."""
-    return config.lr * min(1.0, (step + 1) / max(1, config.warmup_steps))
-
-
 def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> TrainResult:
+    check_buildable(config)  # inconsistent network options fail before the data is read
     run_dir = Path(config.out)
     checkpoints_dir, samples_dir = run_dir / "checkpoints", run_dir / "samples"
 
@@ -157,8 +154,9 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
     network.train()
     while step < config.steps:
         # Phase 5a: one optimisation step over --grad-accum micro-batches.
+        lr = learning_rate(config, step, time.monotonic() - started)  # --max-minutes counts per run, too
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(config, step)
+            group["lr"] = lr
         generator = torch.Generator(device).manual_seed(step_seed(config.seed, step, rank, 0))
         images = next(batches).to(dtype=torch.float32).div_(127.5).sub_(1.0)
         images = augment_batch(images, generator, config.hflip, config.rotate_degrees, config.jitter)
@@ -196,7 +194,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
             loss_value = (loss_sum / max(loss_count, 1)).item()
             bar.set_postfix(loss=f"{loss_value:.4f}", img_s=f"{images_per_second:.0f}")
             if log is not None:
-                log.write({"step": step, "loss": loss_value, "lr": learning_rate(config, step - 1),
+                log.write({"step": step, "loss": loss_value, "lr": lr,
                            "images_per_second": images_per_second, "seconds": elapsed_before + now - started})
             loss_sum.zero_()
             loss_count, interval_start, interval_step = 0, now, step
