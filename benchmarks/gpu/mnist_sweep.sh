@@ -3,15 +3,15 @@
 # network leaves the GPU mostly idle, and a fixed step count makes the result independent of
 # the sharing). VARIANTS is "name:steps ..."; steps = 480 s / the variant's CPU seconds per step
 # (mnist_quality.CPU_SECONDS_PER_STEP) makes each row stand for 8 CPU minutes.
-# Carry .data-mnist (data/mnist/train-images-idx3-ubyte.gz, eval/featnet.py, eval/featnet-mnist.safetensors).
+# Each variant gets SWEEP_S seconds (default 360). Carry .data-mnist (data/mnist/train-images-idx3-ubyte.gz, eval/featnet.py, eval/featnet-mnist.safetensors).
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/src DIFFLAB_SHARED=.data-mnist
 VARIANTS=${VARIANTS:-"recipe:1950 cos:1950 cos-lr2e-3:1950 cos-lr4e-3:1950"}
 for item in $VARIANTS; do
   name=${item%%:*}; steps=${item##*:}
-  python3 benchmarks/mnist_quality.py --minutes 0 --steps $steps --device cuda --sweep --only $name \
-    --samplers "${SAMPLERS:-}" --json $OUT/mnist-sweep-$name.jsonl >/tmp/sweep-$name.log 2>&1 &
+  timeout ${SWEEP_S:-360} python3 benchmarks/mnist_quality.py --minutes 0 --steps $steps --device cuda --sweep --only $name \
+    --samplers "${SAMPLERS:-}" --json /tmp/mnist-sweep-$name.jsonl >/tmp/sweep-$name.log 2>&1 &
 done
 wait
 grep -h -v Warn /tmp/sweep-*.log | grep -v "^variant" | sort
-cat $OUT/mnist-sweep-*.jsonl > $OUT/mnist-sweep.jsonl && rm $OUT/mnist-sweep-*.jsonl
+cat /tmp/mnist-sweep-*.jsonl > $OUT/mnist-sweep.jsonl
