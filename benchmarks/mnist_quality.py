@@ -58,6 +58,9 @@ SWEEP = {
     "cos-lr2e-3-ema0.99": {"lr_decay": "cosine", "lr": 2e-3, "ema_decay": 0.99},
     "b512-ch64-lr2e-3-cos": {"batch_size": 512, "channels": 64, "lr": 2e-3, "lr_decay": "cosine"},
     "b512-ch64-lr4e-3-cos": {"batch_size": 512, "channels": 64, "lr": 4e-3, "lr_decay": "cosine"},
+    "b1024-ch64-lr3e-3-cos": {"batch_size": 1024, "channels": 64, "lr": 3e-3, "lr_decay": "cosine"},
+    "b512-ch96-lr2e-3-cos": {"batch_size": 512, "channels": 96, "lr": 2e-3, "lr_decay": "cosine"},
+    "b512-ch64-rb2-lr2e-3-cos": {"batch_size": 512, "channels": 64, "res_blocks": 2, "lr": 2e-3, "lr_decay": "cosine"},
 }
 
 # Seconds per training step of each variant on the 2-core CPU (bf16 autocast), measured with
