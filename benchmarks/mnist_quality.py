@@ -1,6 +1,8 @@
 """MNIST quality check: train for a CPU/GPU time budget, sample 256 images with DDIM (the
 recipe's sampling, `recipes.MNIST_SAMPLING`: 50 steps, eta 1), and score them with the fixed
-MNIST classifier of ../shared/eval (confident-class rate). `--samplers` scores more settings.
+MNIST classifier of ../shared/eval (confident-class rate): EMA weights, raw weights, and EMA
+weights with the recipe's autoguidance (`recipes.MNIST_GUIDANCE`, rows "ema+guide": the
+benchmark's result). `--samplers` scores more settings.
 
     python benchmarks/mnist_quality.py --minutes 8              # the CPU benchmark (bar: 70%)
     python benchmarks/mnist_quality.py --minutes 1 --device cuda # the GPU benchmark (bar: 90%)
@@ -22,8 +24,9 @@ import torch
 
 from difflab.config import TrainConfig
 from difflab.generation import generate_images, load_model
+from difflab.generation.guide import with_autoguidance
 from difflab.metrics.classifier import confident_class_rate
-from difflab.recipes import MNIST, MNIST_SAMPLING
+from difflab.recipes import MNIST, MNIST_GUIDANCE, MNIST_SAMPLING
 from difflab.training import train
 
 SHARED = Path(os.environ.get("DIFFLAB_SHARED", Path(__file__).resolve().parents[2] / "shared"))
@@ -58,6 +61,8 @@ SWEEP = {
     "cos-lr2e-3-ema0.99": {"lr_decay": "cosine", "lr": 2e-3, "ema_decay": 0.99},
     "b512-ch64-lr2e-3-cos": {"batch_size": 512, "channels": 64, "lr": 2e-3, "lr_decay": "cosine"},
     "b512-ch64-lr4e-3-cos": {"batch_size": 512, "channels": 64, "lr": 4e-3, "lr_decay": "cosine"},
+    "b512-ch64-lr2e-3-cos-compiled": {"batch_size": 512, "channels": 64, "lr": 2e-3, "lr_decay": "cosine",
+                                      "compile": "on"},
     "b1024-ch64-lr3e-3-cos": {"batch_size": 1024, "channels": 64, "lr": 3e-3, "lr_decay": "cosine"},
     "b512-ch96-lr2e-3-cos": {"batch_size": 512, "channels": 96, "lr": 2e-3, "lr_decay": "cosine"},
     "b512-ch64-rb2-lr2e-3-cos": {"batch_size": 512, "channels": 64, "res_blocks": 2, "lr": 2e-3, "lr_decay": "cosine"},
@@ -87,17 +92,20 @@ def train_recipe(out: Path, minutes: float, steps: int, overrides: dict) -> tupl
 
 def score_run(run: Path, device: str, weights: str = "ema", samples: int = 256,
               sampler_steps: int = MNIST_SAMPLING["steps"], sampler: str = MNIST_SAMPLING["sampler"],
-              spacing: str = "uniform", eta: float = MNIST_SAMPLING["eta"]) -> dict:
-    """Sample (the recipe's DDIM-50 with eta 1 unless told otherwise) and measure the classifier's
-    confident-class rate."""
+              spacing: str = "uniform", eta: float = MNIST_SAMPLING["eta"], guide: str = "",
+              guidance: float = MNIST_GUIDANCE["weight"]) -> dict:
+    """Sample (the recipe's DDIM-50 with eta 1 unless told otherwise; autoguided when `guide` is
+    set) and measure the classifier's confident-class rate."""
     loaded = load_model(run, device=device, weights=weights)
+    if guide:
+        loaded = with_autoguidance(loaded, guide, guidance, weights)
     precision = "auto"
     images = torch.cat([batch for _, batch in generate_images(
         loaded, samples, batch_size=256, sampler=sampler, steps=sampler_steps if sampler == "ddim" else None,
         eta=eta, seed=1, precision=precision, spacing=spacing)])
     score = confident_class_rate(load_classifier(device), images.float() / 255)
     return {"weights": weights, "confident_rate": round(score.rate, 4), "classes_covered": score.classes_covered,
-            "class_counts": score.class_counts}
+            "class_counts": score.class_counts, "guidance": loaded.guidance}
 
 
 def main() -> int:
@@ -110,31 +118,33 @@ def main() -> int:
     parser.add_argument("--json", default="", help="append results as JSON lines here")
     parser.add_argument("--samplers", default="",
                         help="also score the EMA weights with these samplers, e.g. ddpm,ddim:10,ddim:10:spacing=quadratic,"
-                             "ddim:50:eta=1")
+                             "ddim:50:eta=1,ddim:50:eta=1:guide=auto:w=2 (guide: auto or a checkpoint path)")
     args = parser.parse_args()
     if not (SHARED / "data" / "mnist").is_dir():
         print(f"MNIST not found under {SHARED / 'data'}; set DIFFLAB_SHARED", file=sys.stderr)
         return 1
     names = (args.only.split(",") if args.only else list(SWEEP)) if args.sweep else ["recipe"]
-    print(f"{'variant':<20} {'steps':>6} {'train s':>8} {'weights':>7} {'confident':>9} {'classes':>7}  device {args.device}")
+    print(f"{'variant':<20} {'steps':>6} {'train s':>8} {'weights':>9} {'confident':>9} {'classes':>7}  device {args.device}")
     for name in names:
         with tempfile.TemporaryDirectory() as folder:
             run = Path(folder) / "run"
             steps, seconds = train_recipe(run, args.minutes, args.steps, SWEEP[name])
-            for weights in ("ema", "model"):
+            for weights, guide in (("ema", ""), ("model", ""), ("ema", MNIST_GUIDANCE["guide"])):
                 row = {"variant": name, "steps": steps, "train_seconds": round(seconds, 1), "device": args.device,
-                       "overrides": SWEEP[name], **score_run(run, args.device, weights)}
-                print(f"{name:<20} {steps:>6} {seconds:>8.1f} {weights:>7} {row['confident_rate']:>9.1%} "
+                       "overrides": SWEEP[name], **score_run(run, args.device, weights, guide=guide)}
+                shown = weights + ("+guide" if guide else "")
+                print(f"{name:<20} {steps:>6} {seconds:>8.1f} {shown:>9} {row['confident_rate']:>9.1%} "
                       f"{row['classes_covered']:>7}", flush=True)
                 if args.json:
                     with open(args.json, "a") as handle:
                         handle.write(json.dumps(row) + "\n")
             for spec in filter(None, args.samplers.split(",")):
                 sampler, steps_text, *extras = spec.split(":") + [""]
-                options = dict(extra.split("=") for extra in extras if "=" in extra)  # eta=1, spacing=quadratic
+                options = dict(extra.split("=") for extra in extras if "=" in extra)  # eta=1, guide=auto, w=2
                 started = time.perf_counter()
                 result = score_run(run, args.device, "ema", sampler=sampler, sampler_steps=int(steps_text or 50),
-                                   spacing=options.get("spacing", "uniform"), eta=float(options.get("eta", 0)))
+                                   spacing=options.get("spacing", "uniform"), eta=float(options.get("eta", 0)),
+                                   guide=options.get("guide", ""), guidance=float(options.get("w", MNIST_GUIDANCE["weight"])))
                 print(f"{name:<20} {spec:>22} {result['confident_rate']:>9.1%} {result['classes_covered']:>7}  "
                       f"({time.perf_counter() - started:.0f} s)", flush=True)
                 if args.json:

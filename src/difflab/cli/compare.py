@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from difflab.cli.sample import add_generation_options, resolve_precision, speed_up
+from difflab.cli.sample import add_generation_options, load_for_generation, resolve_precision, speed_up
 from difflab.cli.scoring_options import add_scoring_options, scoring_options
 from difflab.errors import ConfigError
 
@@ -47,7 +47,6 @@ def run(args: argparse.Namespace) -> int:
                                            warm_up)
     from difflab.experiments.study_results import (RESULTS_JSON, results_document, results_markdown,
                                                    write_results_json, write_results_markdown)
-    from difflab.generation import load_model
     from difflab.generation.fast import network_passes
     from difflab.viz.figures import auto_scale, labelled_grid
     from difflab.viz.study_plot import plot_quality_vs_time
@@ -57,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--out {out} already holds a study ({RESULTS_JSON}); pass --overwrite or choose another")
     if args.num_images < 1 or args.batch_size < 1:
         raise ConfigError("-n and --batch-size must be at least 1")
-    loaded = load_model(args.run, device=args.device, weights=args.weights)
+    loaded = load_for_generation(args)
     specs = parse_sampler_specs(args.samplers, loaded.schedule.timesteps)
     precision = resolve_precision(args.precision, loaded.device)
     passes = sum(network_passes(args.num_images, args.batch_size, spec.steps or 50) for spec in specs)

@@ -10,7 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
-from difflab.cli.sample import add_sampler_options, resolve_precision, speed_up
+from difflab.cli.sample import add_sampler_options, load_for_generation, resolve_precision, speed_up
 from difflab.cli.scoring_options import add_scoring_options, scoring_options
 from difflab.errors import ConfigError
 
@@ -60,9 +60,8 @@ def parse_lams(text: str) -> list[float]:
 
 def run(args: argparse.Namespace) -> int:
     from difflab.experiments.fusion import FusionSettings
-    from difflab.generation import load_model
 
-    loaded = load_model(args.run, device=args.device, weights=args.weights)
+    loaded = load_for_generation(args)
     precision = resolve_precision(args.precision, loaded.device)
     loaded = speed_up(loaded, args, precision, 0)  # few passes: never worth a compile under auto
     settings = FusionSettings(args.method, args.t, args.noise, args.sampler, args.steps, args.eta, args.spacing,

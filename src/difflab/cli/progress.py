@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from difflab.cli.sample import add_sampler_options, resolve_precision, speed_up
+from difflab.cli.sample import add_sampler_options, load_for_generation, resolve_precision, speed_up
 from difflab.errors import ConfigError
 
 
@@ -44,7 +44,6 @@ def parse_timesteps(text: str) -> list[int]:
 def run(args: argparse.Namespace) -> int:
     from difflab.experiments.progress import (evenly_spaced_frames, frames_at_timesteps, progress_animation,
                                               progress_figure, record_progress, visited_timesteps)
-    from difflab.generation import load_model
     from difflab.generation.fast import network_passes
     from difflab.generation.generate import batch_generator
     from difflab.viz.figures import auto_scale, save_gif
@@ -53,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"-n must be at least 1; got {args.num_images}")
     if args.scale is not None and args.scale < 1:
         raise ConfigError(f"--scale must be at least 1; got {args.scale}")
-    loaded = load_model(args.run, device=args.device, weights=args.weights)
+    loaded = load_for_generation(args)
     steps = args.steps if args.sampler == "ddim" or args.steps else None
     visited = visited_timesteps(loaded.schedule.timesteps, args.sampler, steps, args.spacing)
     if args.at:

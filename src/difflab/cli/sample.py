@@ -10,6 +10,8 @@ import torch
 from tqdm.auto import tqdm
 
 from difflab.diffusion import CLIPPING
+from difflab.errors import ConfigError
+from difflab.generation.guide import AUTO_GUIDE_FRACTION, DEFAULT_GUIDANCE
 from difflab.generation.fast import COMPILE_AUTO_MIN_PASSES, SWITCH, network_passes, resolve_sampling_speed
 from difflab.samplers.ddim import SPACINGS
 
@@ -41,6 +43,24 @@ def add_generation_options(parser: argparse.ArgumentParser | argparse._ArgumentG
                              f"{COMPILE_AUTO_MIN_PASSES} batched passes, e.g. DDPM; eager fallback)")
     parser.add_argument("--cuda-graphs", choices=SWITCH, default="auto",
                         help="replay each batch shape's forward pass as a CUDA graph (auto: on a GPU)")
+    parser.add_argument("--guide", metavar="CKPT|auto", default=None,
+                        help="autoguidance (Karras et al. 2024): steer away from a weaker checkpoint of the same "
+                             f"model; auto = the run's checkpoint nearest {AUTO_GUIDE_FRACTION * 100:.0f}%% of the steps. "
+                             "Each step then runs both networks")
+    parser.add_argument("--guidance", type=float, default=None,
+                        help=f"autoguidance weight, with --guide (default {DEFAULT_GUIDANCE}; 1 = none)")
+
+
+def load_for_generation(args: argparse.Namespace) -> "LoadedModel":
+    """The model that --run, --weights, --device, --guide and --guidance describe."""
+    from difflab.generation import load_model
+    from difflab.generation.guide import with_autoguidance
+    if args.guidance is not None and not args.guide:
+        raise ConfigError("--guidance needs --guide (a checkpoint file, or auto)")
+    loaded = load_model(args.run, device=args.device, weights=args.weights)
+    if args.guide:
+        loaded = with_autoguidance(loaded, args.guide, args.guidance or DEFAULT_GUIDANCE, args.weights)
+    return loaded
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -68,11 +88,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from difflab.generation import generate_images, load_model, prepare_output_folder, write_numbered_images
+    from difflab.generation import generate_images, prepare_output_folder, write_numbered_images
     from difflab.viz.grid import save_grid
 
+    loaded = load_for_generation(args)
     out = prepare_output_folder(Path(args.out), args.num_images, args.format, args.overwrite)
-    loaded = load_model(args.run, device=args.device, weights=args.weights)
     precision = resolve_precision(args.precision, loaded.device)
     steps = args.steps if args.sampler == "ddim" or args.steps else None
     sampler_steps = steps or (50 if args.sampler == "ddim" else loaded.schedule.timesteps)
@@ -91,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
     manifest = {"previews": ["grid.png"], "run": str(loaded.checkpoint), "step": loaded.step, "sampler": label,
                 "eta": args.eta, "seed": args.seed, "num_images": args.num_images, "seconds": round(seconds, 3),
                 "images_per_second": round(args.num_images / seconds, 2), "device": str(loaded.device),
-                "precision": precision, "speed": loaded.speed.describe(), "weights": args.weights}
+                "precision": precision, "speed": loaded.speed.describe(), "weights": args.weights,
+                "guidance": loaded.guidance}
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     print(f"difflab: wrote {args.num_images} images ({label}, {seconds:.1f} s, "
           f"{args.num_images / seconds:.1f} img/s) to {out}/1.{args.format} ... "

@@ -27,6 +27,7 @@ class LoadedModel:
     step: int
     checkpoint: Path
     speed: "SamplingSpeed | None" = None  # set by accelerated(); None = the plain network
+    guidance: dict | None = None  # set by generation/guide.py: guide checkpoint, its step, weight
 
     @property
     def device(self) -> torch.device:
