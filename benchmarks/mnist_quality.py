@@ -63,6 +63,8 @@ SWEEP = {
     "b512-ch64-lr4e-3-cos": {"batch_size": 512, "channels": 64, "lr": 4e-3, "lr_decay": "cosine"},
     "b512-ch64-lr2e-3-cos-compiled": {"batch_size": 512, "channels": 64, "lr": 2e-3, "lr_decay": "cosine",
                                       "compile": "on"},
+    "b512-ch64-lr2e-3-cos-seed1": {"batch_size": 512, "channels": 64, "lr": 2e-3, "lr_decay": "cosine", "seed": 1},
+    "b512-ch64-lr2e-3-cos-seed2": {"batch_size": 512, "channels": 64, "lr": 2e-3, "lr_decay": "cosine", "seed": 2},
     "b1024-ch64-lr3e-3-cos": {"batch_size": 1024, "channels": 64, "lr": 3e-3, "lr_decay": "cosine"},
     "b512-ch96-lr2e-3-cos": {"batch_size": 512, "channels": 96, "lr": 2e-3, "lr_decay": "cosine"},
     "b512-ch64-rb2-lr2e-3-cos": {"batch_size": 512, "channels": 64, "res_blocks": 2, "lr": 2e-3, "lr_decay": "cosine"},

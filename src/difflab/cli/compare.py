@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     warm_up_seconds = warm_up(loaded, min(args.batch_size, args.num_images), precision)
     setup = {"run": str(args.run), "checkpoint": str(loaded.checkpoint), "step": loaded.step,
              "device": str(loaded.device), "precision": precision, "speed": loaded.speed.describe(),
-             "batch_size": args.batch_size,
+             "batch_size": args.batch_size, "guidance": loaded.guidance,
              "num_images": args.num_images, "seed": args.seed, "spacing": args.spacing, "timing": TIMING_NOTE,
              "warm_up_seconds": warm_up_seconds}
     scoring = scorer.describe() if scorer else None

@@ -97,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
     steps = args.steps if args.sampler == "ddim" or args.steps else None
     sampler_steps = steps or (50 if args.sampler == "ddim" else loaded.schedule.timesteps)
     label = f"{args.sampler.upper()}-{sampler_steps}"
+    if loaded.guidance:
+        label += f", guided by step {loaded.guidance['guide_step']} at weight {loaded.guidance['weight']:g}"
     loaded = speed_up(loaded, args, precision, network_passes(args.num_images, args.batch_size, sampler_steps))
     preview: list[torch.Tensor] = []
     started = time.perf_counter()

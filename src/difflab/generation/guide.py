@@ -2,6 +2,7 @@
 (the math is in diffusion/guidance.py)."""
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -34,7 +35,12 @@ def resolve_guide(main: LoadedModel, guide: str) -> Path:
                           "train with a --save-every well below the run's steps and a --keep-checkpoints that "
                           "keeps the early ones, or give --guide a checkpoint file")
     target = AUTO_GUIDE_FRACTION * main.step
-    return min(earlier, key=lambda p: abs(checkpoint_step(p) - target))
+    chosen = min(earlier, key=lambda p: abs(checkpoint_step(p) - target))
+    if abs(checkpoint_step(chosen) - target) > 0.15 * main.step:
+        warnings.warn(f"--guide auto: the nearest kept checkpoint to step {target:.0f} is {chosen.name}; the guide "
+                      "works best near 40% of the steps (keep more with --keep-checkpoints when training)",
+                      stacklevel=2)
+    return chosen
 
 
 def with_autoguidance(main: LoadedModel, guide: str, weight: float, weights: str = "ema") -> LoadedModel:
