@@ -23,8 +23,8 @@ MNIST_SAMPLING = dict(sampler="ddim", steps=50, eta=1.0)
 
 # And guide it (autoguidance, `difflab sample --guide auto --guidance 3.5`) with the run's own
 # checkpoint from about 40% of its steps. Confident-digit rates, 256 samples (benchmarks/RESULTS.md):
-# 8 CPU minutes, two runs: 55.1% -> 71.5% and 48.4% -> 60.2% guided; one H200 minute, three
-# seeds: 77.0 / 74.2 / 75.0% -> 90.6 / 86.3 / 85.2% guided. Weight 3.5 beat 2.5 in all four pairs.
+# 8 CPU minutes, three runs: 55.1 / 53.9 / 48.4% -> 72.7 / 67.6 / 60.2% guided; one H200 minute, three
+# seeds: 77.0 / 74.2 / 75.0% -> 90.6 / 86.3 / 85.2% guided. Weight 3.5 beat 2.5 in all five pairs.
 MNIST_GUIDANCE = dict(guide="auto", weight=3.5)
 
 # The no-download `difflab demo`: procedural shapes at 32 px, a few CPU minutes.
