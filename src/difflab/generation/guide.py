@@ -9,7 +9,7 @@ from pathlib import Path
 from difflab.diffusion.guidance import AutoGuidedNetwork
 from difflab.errors import ConfigError
 from difflab.generation.model_io import LoadedModel, load_model
-from difflab.training.checkpoint import CHECKPOINT_PATTERN, list_checkpoints
+from difflab.training.checkpoint import checkpoint_step, list_checkpoints
 
 # `--guide auto` takes the run's checkpoint nearest this fraction of the sampled model's steps.
 # Measured on an 8-CPU-minute MNIST model (1,907 steps, DDIM-50 eta 1, 256 samples): guides at
@@ -17,11 +17,6 @@ from difflab.training.checkpoint import CHECKPOINT_PATTERN, list_checkpoints
 # 2-2.5, against 55.1% unguided (benchmarks/RESULTS.md).
 AUTO_GUIDE_FRACTION = 0.4
 DEFAULT_GUIDANCE = 2.5
-
-
-def checkpoint_step(path: Path) -> int:
-    match = CHECKPOINT_PATTERN.match(path.name)
-    return int(match.group(1)) if match else -1
 
 
 def resolve_guide(main: LoadedModel, guide: str) -> Path:
@@ -38,7 +33,7 @@ def resolve_guide(main: LoadedModel, guide: str) -> Path:
     chosen = min(earlier, key=lambda p: abs(checkpoint_step(p) - target))
     if abs(checkpoint_step(chosen) - target) > 0.15 * main.step:
         warnings.warn(f"--guide auto: the nearest kept checkpoint to step {target:.0f} is {chosen.name}; the guide "
-                      "works best near 40% of the steps (keep more with --keep-checkpoints when training)",
+                      f"works best near {AUTO_GUIDE_FRACTION:.0%} of the steps (keep more with --keep-checkpoints when training)",
                       stacklevel=2)
     return chosen
 

@@ -84,11 +84,17 @@ def save_checkpoint(folder: Path, checkpoint: Checkpoint, keep: int = 3) -> Path
 
 # ---- reading -------------------------------------------------------------------------------------
 
+def checkpoint_step(path: Path) -> int:
+    """The step in a ckpt-<step>.safetensors name; -1 for any other file."""
+    match = CHECKPOINT_PATTERN.match(Path(path).name)
+    return int(match.group(1)) if match else -1
+
+
 def list_checkpoints(folder: Path) -> list[Path]:
     """Checkpoint files in `folder`, oldest first."""
     folder = Path(folder)
     found = [p for p in folder.iterdir() if CHECKPOINT_PATTERN.match(p.name)] if folder.is_dir() else []
-    return sorted(found, key=lambda p: int(CHECKPOINT_PATTERN.match(p.name).group(1)))
+    return sorted(found, key=checkpoint_step)
 
 
 def find_checkpoint(path: str | Path) -> Path:
