@@ -3,31 +3,55 @@ earlier checkpoint and weight (confident-class rate of 256 DDIM-50 eta-1 samples
 mnist_quality.py scores). Train the run with checkpoints kept, e.g. the MNIST recipe.
 
     python benchmarks/mnist_guidance.py RUN 500:2 750:2.5 750:3.5    # GUIDE_STEP:WEIGHT ...
+    python benchmarks/mnist_guidance.py RUN 0.3:3.5 0.4:3.5 0.5:3.5  # FRACTION (of the run's steps):WEIGHT
+    python benchmarks/mnist_guidance.py RUN OTHER/checkpoints/ckpt-00001000.safetensors:2.5  # another run's checkpoint
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mnist_quality import score_run  # noqa: E402
 
+from difflab.generation import load_model  # noqa: E402
+from difflab.generation.guide import resolve_guide  # noqa: E402
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", type=Path, help="run folder with checkpoints/ckpt-<step>.safetensors")
-    parser.add_argument("guides", nargs="*", help="GUIDE_STEP:WEIGHT pairs")
+    parser.add_argument("guides", nargs="*", help="GUIDE_STEP:WEIGHT or FRACTION:WEIGHT pairs")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", default="", help="append results as JSON lines here")
+    parser.add_argument("--sampler", default="ddim:50:1",
+                        help="SAMPLER:STEPS:ETA (default ddim:50:1, the recipe's), e.g. dpmpp-2m:50:1")
     args = parser.parse_args()
-    alone = score_run(args.run, args.device)
-    print(f"unguided: {alone['confident_rate']:.1%} ({alone['classes_covered']} digits {alone['class_counts']})")
+    name, steps, eta = args.sampler.split(":")
+    sampling = {"sampler": name, "sampler_steps": int(steps), "eta": float(eta)}
+    main_model = load_model(args.run, device="cpu")
+    results = [{"guide": None, "sampling": args.sampler, **score_run(args.run, args.device, **sampling)}]
     for pair in args.guides:
-        step, weight = pair.split(":")
-        guide = args.run / "checkpoints" / f"ckpt-{int(step):08d}.safetensors"
-        result = score_run(args.run, args.device, guide=str(guide), guidance=float(weight))
-        print(f"guide step {step} weight {weight}: {result['confident_rate']:.1%} "
+        where, weight = pair.split(":")
+        if where.endswith(".safetensors"):  # a checkpoint of another run, e.g. a smaller model
+            guide = Path(where)
+        elif "." in where:
+            guide = resolve_guide(main_model, "auto", float(where))
+        else:
+            guide = args.run / "checkpoints" / f"ckpt-{int(where):08d}.safetensors"
+        results.append({"guide": pair, "sampling": args.sampler,
+                        **score_run(args.run, args.device, guide=str(guide), guidance=float(weight), **sampling)})
+    for result in results:
+        guidance = result["guidance"]
+        shown = (f"guide {Path(guidance['guide']).parent.parent.name} step {guidance['guide_step']} "
+                 f"weight {guidance['weight']:g}") if guidance else "unguided"
+        print(f"{args.run.name} step {main_model.step}, {args.sampler}: {shown}: {result['confident_rate']:.1%} "
               f"({result['classes_covered']} digits {result['class_counts']})", flush=True)
+        if args.json:
+            with open(args.json, "a") as handle:
+                handle.write(json.dumps({"run": args.run.name, "step": main_model.step, **result}) + "\n")
     return 0
 
 

@@ -28,7 +28,8 @@ def test_train_writes_the_run_folder(trained_run):
     assert Image.open(trained_run / "loss.png").size[0] > 100
 
 
-@pytest.mark.parametrize("sampler,extra", [("ddim", ["--steps", "5"]), ("ddpm", [])])
+@pytest.mark.parametrize("sampler,extra", [("ddim", ["--steps", "5"]), ("ddpm", []),
+                                           ("dpmpp-2m", ["--steps", "5", "--eta", "1"])])
 def test_sample_writes_numbered_images_and_a_grid(trained_run, tmp_path, sampler, extra):
     out = tmp_path / f"submission-{sampler}"
     assert main(["sample", str(trained_run), "-n", "10", "--batch-size", "4", "--sampler", sampler, *extra,
@@ -39,6 +40,9 @@ def test_sample_writes_numbered_images_and_a_grid(trained_run, tmp_path, sampler
     assert Image.open(out / "grid.png").size[0] > 32
     manifest = json.loads((out / "difflab-sample.json").read_text())
     assert manifest["num_images"] == 10 and manifest["previews"] == ["grid.png"]
+    label = {"ddim": "DDIM-5", "ddpm": f"DDPM-{json.loads((trained_run / 'config.json').read_text())['timesteps']}",
+             "dpmpp-2m": "DPM-Solver++(2M)-5"}[sampler]
+    assert manifest["sampler"] == label
 
 
 def test_sample_is_reproducible_and_refuses_to_overwrite(trained_run, tmp_path, capsys):

@@ -139,6 +139,17 @@ def test_progress_snapshots_come_from_the_sampler(loaded):
     assert not torch.equal(progress.predicted[:, 1], progress.noisy[:, 1])
 
 
+def test_progress_with_dpm_solver_ends_on_the_sampled_image(tiny_run, loaded, tmp_path):
+    png = tmp_path / "dpm.png"
+    assert main(["progress", str(tiny_run), "-n", "1", "--frames", "3", "--sampler", "dpmpp-2m", "--steps", "4",
+                 "--scale", "1", "--out", str(png), "--device", "cpu", "--precision", "no", "--no-progress"]) == 0
+    _, expected = next(generate_images(loaded, 1, sampler="dpmpp-2m", steps=4, seed=0))  # fp32, as --precision no
+    figure = torch.from_numpy(np.array(Image.open(png).convert("RGB"))).permute(2, 0, 1)
+    left = row_label_width(None)
+    top, x = LABEL_HEIGHT + PADDING, left + PADDING + 2 * (IMAGE_SIZE + PADDING)
+    assert torch.equal(figure[:, top:top + IMAGE_SIZE, x:x + IMAGE_SIZE], expected[0])
+
+
 @pytest.mark.parametrize("show_x0", [False, True])
 def test_progress_command_writes_figure_and_gif(tiny_run, loaded, tmp_path, show_x0):
     png, gif = tmp_path / "q1.png", tmp_path / "q1.gif"
@@ -235,6 +246,10 @@ def test_fuse_command_single_pair_and_strip(tiny_run, real_faces, tmp_path):
     assert main(["fuse", str(tiny_run), str(a), str(b), "--method", "ddim-slerp", "--steps", "3",
                  "--lams", "0,0.25,0.5,0.75,1", "--out", str(out), "--device", "cpu", "--scale", "1"]) == 0
     assert Image.open(out).size[0] == 7 * (IMAGE_SIZE + PADDING) + PADDING
+    out = tmp_path / "dpm.png"  # noise-mix decoded by DPM-Solver++ from --t
+    assert main(["fuse", str(tiny_run), str(a), str(b), "--lam", "0.5", "--t", "10", "--sampler", "dpmpp-2m",
+                 "--steps", "4", "--out", str(out), "--device", "cpu", "--scale", "1"]) == 0
+    assert Image.open(out).size == (IMAGE_SIZE, IMAGE_SIZE)
 
 
 def test_fuse_command_batch_of_pairs_is_scored(tiny_run, real_faces, scoring_flags, tmp_path):
@@ -255,10 +270,11 @@ def test_fuse_command_batch_of_pairs_is_scored(tiny_run, real_faces, scoring_fla
 
 
 def test_sampler_specs():
-    specs = parse_sampler_specs("ddpm, ddim:10, ddim:10:eta=1", TIMESTEPS)
-    assert [(s.sampler, s.steps, s.eta) for s in specs] == [("ddpm", 50, 0), ("ddim", 10, 0), ("ddim", 10, 1)]
-    assert [s.label for s in specs] == ["ddpm:50", "ddim:10", "ddim:10:eta=1"]
-    for bad in ("ddpm:1000", "ddim:0", "ddim:100", "euler:10", "ddim:10,ddim:10", ""):
+    specs = parse_sampler_specs("ddpm, ddim:10, ddim:10:eta=1, dpmpp-2m:10", TIMESTEPS)
+    assert [(s.sampler, s.steps, s.eta) for s in specs] == [("ddpm", 50, 0), ("ddim", 10, 0), ("ddim", 10, 1),
+                                                            ("dpmpp-2m", 10, 0)]
+    assert [s.label for s in specs] == ["ddpm:50", "ddim:10", "ddim:10:eta=1", "dpmpp-2m:10"]
+    for bad in ("ddpm:1000", "ddim:0", "ddim:100", "dpmpp-2m:100", "euler:10", "ddim:10,ddim:10", ""):
         with pytest.raises(ConfigError, match="--samplers"):
             parse_sampler_specs(bad, TIMESTEPS)
 

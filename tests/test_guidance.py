@@ -65,6 +65,11 @@ def test_sample_with_guide_auto_uses_an_earlier_checkpoint(run_with_checkpoints,
         assert (tmp_path / "w1" / f"{index}.png").read_bytes() == (tmp_path / "plain" / f"{index}.png").read_bytes()
 
 
+def test_guide_fraction_picks_the_checkpoint_nearest_that_share(run_with_checkpoints, tmp_path):
+    assert sample(run_with_checkpoints, tmp_path / "g", "--guide", "auto", "--guide-fraction", "0.2") == 0
+    assert json.loads((tmp_path / "g" / "difflab-sample.json").read_text())["guidance"]["guide_step"] == 2
+
+
 def test_progress_takes_a_guide_file(run_with_checkpoints, tmp_path):
     guide = str(run_with_checkpoints / "checkpoints" / "ckpt-00000002.safetensors")
     assert main(["progress", str(run_with_checkpoints), "-n", "2", "--frames", "3", "--steps", "4", "--guide", guide,
@@ -76,6 +81,12 @@ def test_guide_errors_name_the_option(run_with_checkpoints, tmp_path, capsys, sh
     with pytest.raises(SystemExit):
         sample(run_with_checkpoints, tmp_path / "a", "--guidance", "2")
     assert "--guidance needs --guide" in capsys.readouterr().err
+    first_file = str(run_with_checkpoints / "checkpoints" / "ckpt-00000002.safetensors")
+    for extra, message in [(("--guide", first_file, "--guide-fraction", "0.3"), "--guide-fraction needs --guide auto"),
+                           (("--guide", "auto", "--guide-fraction", "1.5"), "--guide-fraction must lie between 0 and 1")]:
+        with pytest.raises(SystemExit):
+            sample(run_with_checkpoints, tmp_path / "a", *extra)
+        assert message in capsys.readouterr().err
     first = run_with_checkpoints / "checkpoints" / "ckpt-00000002.safetensors"
     with pytest.raises(SystemExit):
         sample(first, tmp_path / "b", "--guide", "auto")

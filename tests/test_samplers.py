@@ -7,7 +7,7 @@ import torch
 
 from difflab.diffusion import DiffusionSchedule, Predictions, make_beta_schedule
 from difflab.diffusion.objectives import noise_from_x0
-from difflab.samplers import invert_ddim, sample_ddim, sample_ddpm
+from difflab.samplers import invert_ddim, sample_ddim, sample_ddpm, sample_dpm_solver
 
 MEAN = torch.tensor([0.5, -0.3], dtype=torch.float64)
 COVARIANCE = torch.tensor([[0.20, 0.08], [0.08, 0.10]], dtype=torch.float64)
@@ -62,6 +62,8 @@ def schedule():
     (sample_ddim, {"steps": 1000, "eta": 0.0}),
     (sample_ddim, {"steps": 1000, "eta": 1.0}),
     (sample_ddim, {"steps": 250, "eta": 0.0, "spacing": "quadratic"}),
+    (sample_dpm_solver, {"steps": 50, "eta": 0.0}),
+    (sample_dpm_solver, {"steps": 200, "eta": 1.0}),
 ])
 def test_samplers_reproduce_gaussian_mean_and_covariance(schedule, sampler, kwargs):
     generator = torch.Generator().manual_seed(0)
@@ -82,12 +84,41 @@ def test_ddim_error_shrinks_with_more_steps(schedule):
     assert errors[0] > errors[1] > errors[2] and errors[2] < 0.01, errors
 
 
+def covariance_error(sampler, schedule: DiffusionSchedule, **kwargs) -> float:
+    generator = torch.Generator().manual_seed(0)
+    noise = torch.randn(20_000, 2, 1, 1, generator=generator, dtype=torch.float64)
+    samples = sampler(gaussian_denoiser(schedule, MEAN, COVARIANCE), noise, schedule, generator=generator, **kwargs)
+    return (moments(samples)[1] - COVARIANCE).abs().max().item()
+
+
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+def test_dpm_solver_beats_ddim_at_the_same_steps(schedule, eta):
+    """DPM-Solver++(2M) is second order: at 20 and 50 steps its covariance error is a fraction
+    of DDIM's (measured, linear schedule: 0.019 vs 0.052 and 0.0045 vs 0.020 at eta 0;
+    0.024 vs 0.083 and 0.014 vs 0.042 at eta 1)."""
+    for steps in (20, 50):
+        dpm = covariance_error(sample_dpm_solver, schedule, steps=steps, eta=eta)
+        ddim = covariance_error(sample_ddim, schedule, steps=steps, eta=eta)
+        assert dpm < ddim / 2.5, (steps, dpm, ddim)
+
+
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+def test_dpm_solver_first_step_is_ddims(schedule, eta):
+    """With two steps both updates are first order (no previous x0 yet, and the step onto t = 0
+    is kept first order), where DPM-Solver++ with eta 0 / 1 is exactly DDIM with eta 0 / 1."""
+    denoise = gaussian_denoiser(schedule, MEAN, COVARIANCE)
+    noise = torch.randn(64, 2, 1, 1, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    results = [sampler(denoise, noise, schedule, steps=2, eta=eta, generator=torch.Generator().manual_seed(5))
+               for sampler in (sample_ddim, sample_dpm_solver)]
+    assert torch.allclose(*results, atol=1e-10)
+
+
 def test_samplers_find_mixture_modes_with_their_weights(schedule):
     centres, weights, spread = torch.tensor([-0.6, 0.7], dtype=torch.float64), torch.tensor([0.3, 0.7], dtype=torch.float64), 0.08
     denoise = mixture_denoiser(schedule, centres, spread, weights)
     # Mode weights and centres hold at 50 DDIM steps; the within-mode spread needs more (see above).
     for sampler, kwargs, check_spread in [(sample_ddpm, {}, True), (sample_ddim, {"steps": 50}, False),
-                                          (sample_ddim, {"steps": 250}, True)]:
+                                          (sample_ddim, {"steps": 250}, True), (sample_dpm_solver, {"steps": 50}, False)]:
         generator = torch.Generator().manual_seed(1)
         samples = sampler(denoise, torch.randn(10_000, 1, 1, 1, generator=generator), schedule,
                           generator=generator, **kwargs).flatten().double()
@@ -112,19 +143,21 @@ def test_deterministic_ddim_is_reproducible_and_invertible(schedule):
     assert errors[0] > 3 * errors[1] > 9 * errors[2] and errors[2] < 0.02, errors
 
 
-def test_callback_sees_every_step(schedule):
+@pytest.mark.parametrize("sampler", [sample_ddim, sample_dpm_solver])
+def test_callback_sees_every_step(schedule, sampler):
     seen = []
     noise = torch.randn(4, 2, 1, 1, generator=torch.Generator().manual_seed(3))
-    sample_ddim(gaussian_denoiser(schedule, MEAN, COVARIANCE), noise, schedule, steps=10,
+    sampler(gaussian_denoiser(schedule, MEAN, COVARIANCE), noise, schedule, steps=10,
                 callback=lambda state: seen.append((state["i"], state["t"], state["x"].shape, state["pred_x0"].shape)))
     assert [s[0] for s in seen] == list(range(10))
     assert [s[1] for s in seen][0] == 999 and seen[-1][1] == 0
     assert all(s[2] == s[3] == (4, 2, 1, 1) for s in seen)
 
 
-def test_seeded_ddpm_is_reproducible(schedule):
+@pytest.mark.parametrize("sampler,kwargs", [(sample_ddpm, {}), (sample_dpm_solver, {"steps": 20, "eta": 1.0})])
+def test_seeded_stochastic_samplers_are_reproducible(schedule, sampler, kwargs):
     denoise = gaussian_denoiser(schedule, MEAN, COVARIANCE)
-    def run():
-        generator = torch.Generator().manual_seed(5)
-        return sample_ddpm(denoise, torch.randn(8, 2, 1, 1, generator=generator), schedule, generator=generator)
-    assert torch.equal(run(), run())
+    def run(seed: int):
+        generator = torch.Generator().manual_seed(seed)
+        return sampler(denoise, torch.randn(8, 2, 1, 1, generator=generator), schedule, generator=generator, **kwargs)
+    assert torch.equal(run(5), run(5)) and not torch.equal(run(5), run(6))

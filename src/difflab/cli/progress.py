@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     if args.scale is not None and args.scale < 1:
         raise ConfigError(f"--scale must be at least 1; got {args.scale}")
     loaded = load_for_generation(args)
-    steps = args.steps if args.sampler == "ddim" or args.steps else None
+    steps = args.steps
     visited = visited_timesteps(loaded.schedule.timesteps, args.sampler, steps, args.spacing)
     if args.at:
         frame_indices = frames_at_timesteps(visited, parse_timesteps(args.at))

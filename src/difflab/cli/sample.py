@@ -1,4 +1,4 @@
-"""`difflab sample RUN -n N --sampler ddim|ddpm --out DIR`: numbered images plus a preview grid."""
+"""`difflab sample RUN -n N --sampler ddim|ddpm|dpmpp-2m --out DIR`: numbered images plus a preview grid."""
 from __future__ import annotations
 
 import argparse
@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 
 from difflab.diffusion import CLIPPING
 from difflab.errors import ConfigError
+from difflab.generation.generate import SAMPLER_NAMES, sampler_label, sampler_steps
 from difflab.generation.guide import AUTO_GUIDE_FRACTION, DEFAULT_GUIDANCE
 from difflab.generation.fast import COMPILE_AUTO_MIN_PASSES, SWITCH, network_passes, resolve_sampling_speed
 from difflab.samplers.ddim import SPACINGS
@@ -21,16 +22,20 @@ MANIFEST = "difflab-sample.json"  # lists the preview files, so evaluation skips
 def add_sampler_options(parser: argparse.ArgumentParser, default_sampler: str | None = "ddim",
                         sampler_help: str = "default: ddim") -> None:
     """Options shared by every command that samples with one sampler (sample, progress, fuse)."""
-    parser.add_argument("--sampler", choices=("ddim", "ddpm"), default=default_sampler, help=sampler_help)
+    parser.add_argument("--sampler", choices=SAMPLER_NAMES, default=default_sampler,
+                        help=f"{sampler_help}; dpmpp-2m = DPM-Solver++(2M), second order, for few steps")
     parser.add_argument("--steps", type=int, default=None,
-                        help="DDIM steps (default 50); DDPM always runs all of the model's timesteps")
-    parser.add_argument("--eta", type=float, default=0.0, help="DDIM noise: 0 deterministic, 1 DDPM-like (default 0)")
+                        help="steps of ddim (default 50) or dpmpp-2m (default 20); DDPM always runs all of the "
+                             "model's timesteps")
+    parser.add_argument("--eta", type=float, default=0.0,
+                        help="noise of ddim and dpmpp-2m: 0 deterministic, 1 DDPM-like (default 0)")
     add_generation_options(parser)
 
 
 def add_generation_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """Options of every command that generates images, whatever the sampler (also compare)."""
-    parser.add_argument("--spacing", choices=SPACINGS, default="uniform", help="DDIM timestep spacing")
+    parser.add_argument("--spacing", choices=SPACINGS, default="uniform",
+                        help="timestep spacing of ddim and dpmpp-2m (default uniform)")
     parser.add_argument("--clip", choices=CLIPPING, default=None, help="x0 clipping (default: the run's --clip)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--weights", choices=("ema", "model"), default="ema", help="EMA (default) or raw weights")
@@ -49,6 +54,9 @@ def add_generation_options(parser: argparse.ArgumentParser | argparse._ArgumentG
                              "Each step then runs both networks")
     parser.add_argument("--guidance", type=float, default=None,
                         help=f"autoguidance weight, with --guide (default {DEFAULT_GUIDANCE}; 1 = none)")
+    parser.add_argument("--guide-fraction", type=float, default=None,
+                        help="with --guide auto: take the checkpoint nearest this share of the model's steps "
+                             f"(default {AUTO_GUIDE_FRACTION})")
 
 
 def load_for_generation(args: argparse.Namespace) -> "LoadedModel":
@@ -57,9 +65,15 @@ def load_for_generation(args: argparse.Namespace) -> "LoadedModel":
     from difflab.generation.guide import with_autoguidance
     if args.guidance is not None and not args.guide:
         raise ConfigError("--guidance needs --guide (a checkpoint file, or auto)")
+    if args.guide_fraction is not None and args.guide != "auto":
+        raise ConfigError("--guide-fraction needs --guide auto (it picks the run's checkpoint nearest that share "
+                          "of the steps)")
+    if args.guide_fraction is not None and not 0 < args.guide_fraction < 1:
+        raise ConfigError(f"--guide-fraction must lie between 0 and 1; got {args.guide_fraction}")
     loaded = load_model(args.run, device=args.device, weights=args.weights)
     if args.guide:
-        loaded = with_autoguidance(loaded, args.guide, args.guidance or DEFAULT_GUIDANCE, args.weights)
+        loaded = with_autoguidance(loaded, args.guide, args.guidance or DEFAULT_GUIDANCE, args.weights,
+                                   args.guide_fraction or AUTO_GUIDE_FRACTION)
     return loaded
 
 
@@ -94,16 +108,16 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_for_generation(args)
     out = prepare_output_folder(Path(args.out), args.num_images, args.format, args.overwrite)
     precision = resolve_precision(args.precision, loaded.device)
-    steps = args.steps if args.sampler == "ddim" or args.steps else None
-    sampler_steps = steps or (50 if args.sampler == "ddim" else loaded.schedule.timesteps)
-    label = f"{args.sampler.upper()}-{sampler_steps}"
+    label = sampler_label(args.sampler, args.steps, loaded.schedule.timesteps)
     if loaded.guidance:
         label += f", guided by step {loaded.guidance['guide_step']} at weight {loaded.guidance['weight']:g}"
-    loaded = speed_up(loaded, args, precision, network_passes(args.num_images, args.batch_size, sampler_steps))
+    passes = network_passes(args.num_images, args.batch_size, sampler_steps(args.sampler, args.steps,
+                                                                              loaded.schedule.timesteps))
+    loaded = speed_up(loaded, args, precision, passes)
     preview: list[torch.Tensor] = []
     started = time.perf_counter()
     with tqdm(total=args.num_images, desc=f"sampling {label}", unit="img", disable=args.no_progress) as bar:
-        for first, images in generate_images(loaded, args.num_images, args.batch_size, args.sampler, steps,
+        for first, images in generate_images(loaded, args.num_images, args.batch_size, args.sampler, args.steps,
                                               args.eta, args.seed, precision, args.spacing, args.clip):
             write_numbered_images(out, first, images, args.format)
             preview.extend(images[: max(0, 64 - len(preview))])

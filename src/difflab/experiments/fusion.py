@@ -26,9 +26,9 @@ from torch import Tensor
 
 from difflab.diffusion import q_sample
 from difflab.errors import ConfigError
-from difflab.experiments.progress import DEFAULT_DDIM_STEPS
 from difflab.generation import LoadedModel, autocast_for, run_sampler
-from difflab.samplers import invert_ddim, sample_ddim, sample_ddpm
+from difflab.generation.generate import DEFAULT_STEPS
+from difflab.samplers import FEW_STEP_SAMPLERS, invert_ddim, sample_ddpm
 
 METHODS = ("noise-mix", "ddim-slerp")
 NOISE_MODES = ("shared", "independent")
@@ -42,7 +42,7 @@ class FusionSettings:
     t: int | None = None  # noise-mix start timestep; default T // 2
     noise: str = "shared"
     sampler: str | None = None  # default: DDPM for noise-mix (the homework), DDIM for ddim-slerp
-    steps: int | None = None  # DDIM steps (ddim-slerp: for both inversion and decoding)
+    steps: int | None = None  # DDIM / DPM-Solver++ steps (ddim-slerp: for both inversion and decoding)
     eta: float = 0.0
     spacing: str = "uniform"
     clip: str | None = None
@@ -62,7 +62,8 @@ class FusionSettings:
         if self.method == "ddim-slerp" and (self.resolved_sampler != "ddim" or self.eta != 0):
             raise ConfigError("--method ddim-slerp is deterministic DDIM: use --sampler ddim and --eta 0")
         if self.resolved_sampler == "ddpm" and self.steps is not None:
-            raise ConfigError("--steps: DDPM denoises through every timestep from --t; use --sampler ddim for fewer")
+            raise ConfigError("--steps: DDPM denoises through every timestep from --t; use --sampler ddim or "
+                              "dpmpp-2m for fewer")
 
 
 def slerp(a: Tensor, b: Tensor, lam: Tensor | float) -> Tensor:
@@ -105,15 +106,16 @@ def denoise_from(loaded: LoadedModel, x_t: Tensor, t: int, settings: FusionSetti
     denoiser = loaded.denoiser(settings.clip)
     if settings.resolved_sampler == "ddpm":
         return sample_ddpm(denoiser, x_t, loaded.schedule, generator=generator, start_step=t)
-    steps = min(settings.steps or DEFAULT_DDIM_STEPS, t + 1)  # DDIM cannot visit more timesteps than t..0
-    return sample_ddim(denoiser, x_t, loaded.schedule, steps=steps, eta=settings.eta, spacing=settings.spacing,
-                       generator=generator, start_step=t)
+    sampler = settings.resolved_sampler
+    steps = min(settings.steps or DEFAULT_STEPS[sampler], t + 1)  # it cannot visit more timesteps than t..0
+    return FEW_STEP_SAMPLERS[sampler](denoiser, x_t, loaded.schedule, steps=steps, eta=settings.eta,
+                                      spacing=settings.spacing, generator=generator, start_step=t)
 
 
 def invert_and_slerp(loaded: LoadedModel, images_a: Tensor, images_b: Tensor, lams: Tensor,
                      settings: FusionSettings) -> Tensor:
     """DDIM-invert both sets of images, then interpolate the latents spherically."""
-    steps = settings.steps or DEFAULT_DDIM_STEPS
+    steps = settings.steps or DEFAULT_STEPS["ddim"]
     latents = invert_ddim(loaded.denoiser(settings.clip), torch.cat([images_a, images_b]), loaded.schedule,
                           steps=steps, spacing=settings.spacing)
     latent_a, latent_b = latents[: len(images_a)], latents[len(images_a):]
@@ -132,7 +134,7 @@ def fuse(loaded: LoadedModel, images_a: Tensor, images_b: Tensor, lams: Tensor, 
     with torch.inference_mode(), autocast_for(loaded.device, settings.precision):
         if settings.method == "ddim-slerp":
             latents = invert_and_slerp(loaded, images_a, images_b, lams, settings)
-            return run_sampler(loaded, latents, "ddim", settings.steps or DEFAULT_DDIM_STEPS, 0.0,
+            return run_sampler(loaded, latents, "ddim", settings.steps or DEFAULT_STEPS["ddim"], 0.0,
                                settings.spacing, clip=settings.clip)
         t = loaded.schedule.timesteps // 2 if settings.t is None else settings.t
         x_t = mix_noisy(loaded, images_a, images_b, lams, t, settings.noise, generator)

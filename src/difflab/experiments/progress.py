@@ -14,11 +14,11 @@ from torch import Tensor
 
 from difflab.errors import ConfigError
 from difflab.generation import LoadedModel, autocast_for, run_sampler
+from difflab.generation.generate import sampler_steps
 from difflab.samplers import ddim_timesteps
 from difflab.viz.figures import labelled_grid
 from difflab.viz.grid import to_uint8
 
-DEFAULT_DDIM_STEPS = 50  # run_sampler's default when --steps is not given
 FINAL_LABEL = "x0"
 
 
@@ -26,7 +26,7 @@ def visited_timesteps(timesteps: int, sampler: str, steps: int | None = None, sp
     """The timesteps the sampler evaluates the network at, in order (T-1 first)."""
     if sampler == "ddpm":
         return list(range(timesteps - 1, -1, -1))
-    return ddim_timesteps(timesteps, steps or DEFAULT_DDIM_STEPS, spacing)
+    return ddim_timesteps(timesteps, sampler_steps(sampler, steps, timesteps), spacing)
 
 
 def evenly_spaced_frames(num_steps: int, frames: int) -> list[int]:

@@ -21,8 +21,8 @@ from difflab.errors import ConfigError
 from difflab.generation import (LoadedModel, autocast_for, generate_images, prepare_output_folder, run_sampler,
                                 write_numbered_images)
 
-SPEC_PATTERN = re.compile(r"^(ddpm|ddim)(?::(\d+))?(?::eta=([0-9.]+))?$")
-SPEC_HELP = "comma-separated SAMPLER:STEPS[:eta=ETA], e.g. ddpm:1000,ddim:100,ddim:50:eta=1"
+SPEC_PATTERN = re.compile(r"^(ddpm|ddim|dpmpp-2m)(?::(\d+))?(?::eta=([0-9.]+))?$")
+SPEC_HELP = "comma-separated SAMPLER:STEPS[:eta=ETA], e.g. ddpm:1000,ddim:100,ddim:50:eta=1,dpmpp-2m:20"
 TIMING_NOTE = ("sampling time only: one warm-up batch is excluded, as are writing files and computing "
                "metrics; CUDA is synchronised before each reading")
 PREVIEW_IMAGES = 8  # per row, for the side-by-side figure of the same seeds
@@ -59,7 +59,7 @@ def parse_sampler_specs(text: str, timesteps: int) -> list[SamplerSpec]:
                                   f"has no eta; write ddpm:{timesteps} or use ddim:STEPS")
             steps = timesteps
         elif not 1 <= steps <= timesteps:
-            raise ConfigError(f"--samplers: {item!r}: DDIM steps must be between 1 and {timesteps}")
+            raise ConfigError(f"--samplers: {item!r}: {sampler} steps must be between 1 and {timesteps}")
         specs.append(SamplerSpec(sampler, steps, eta))
     if not specs:
         raise ConfigError(f"--samplers is empty; expected {SPEC_HELP}")

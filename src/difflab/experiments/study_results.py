@@ -11,6 +11,7 @@ from typing import Any
 
 from difflab import __version__
 from difflab.experiments.study import StudyRow, baseline_row
+from difflab.generation.generate import DISPLAY_NAMES
 
 RESULTS_JSON = "results.json"
 RESULTS_MARKDOWN = "results.md"
@@ -82,7 +83,7 @@ def results_table(document: dict[str, Any]) -> tuple[list[str], list[list[str]],
     notes, rows = Notes(), []
     for row in document["rows"]:
         metrics = row["metrics"]
-        rows.append([row["sampler"].upper(), str(row["steps"]),
+        rows.append([DISPLAY_NAMES.get(row["sampler"], row["sampler"]), str(row["steps"]),
                      "ancestral" if row["sampler"] == "ddpm" else f"{row['eta']:g}", f"{row['network_evaluations']:,}",
                      f"{row['seconds']:.2f}", f"{row['images_per_second']:.1f}", f"{row['speedup']:.1f}×",
                      *(metric_cell(metrics.get(kind), notes, kind) for kind in ("distance", "kid", "afd"))])

@@ -1,4 +1,4 @@
-"""Generate any number of images in batches, reproducibly, with either sampler."""
+"""Generate any number of images in batches, reproducibly, with any of the samplers."""
 from __future__ import annotations
 
 from typing import Iterator
@@ -8,10 +8,24 @@ from torch import Tensor
 
 from difflab.errors import ConfigError
 from difflab.generation.model_io import LoadedModel
-from difflab.samplers import Callback, sample_ddim, sample_ddpm
+from difflab.samplers import FEW_STEP_SAMPLERS, Callback, sample_ddpm
 from difflab.viz.grid import to_uint8
 
-SAMPLER_NAMES = ("ddpm", "ddim")
+SAMPLER_NAMES = ("ddpm", *FEW_STEP_SAMPLERS)
+DEFAULT_STEPS = {"ddim": 50, "dpmpp-2m": 20}  # DDPM always runs all T steps
+DISPLAY_NAMES = {"ddpm": "DDPM", "ddim": "DDIM", "dpmpp-2m": "DPM-Solver++(2M)"}
+
+
+def sampler_steps(sampler: str, steps: int | None, timesteps: int) -> int:
+    """Network evaluations per image: all T for DDPM, else --steps or the sampler's default."""
+    if sampler not in SAMPLER_NAMES:
+        raise ConfigError(f"--sampler must be one of {', '.join(SAMPLER_NAMES)}; got {sampler!r}")
+    return timesteps if sampler == "ddpm" else steps or DEFAULT_STEPS[sampler]
+
+
+def sampler_label(sampler: str, steps: int | None, timesteps: int) -> str:
+    """E.g. DDIM-50, DDPM-1000, DPM-Solver++(2M)-20."""
+    return f"{DISPLAY_NAMES[sampler]}-{sampler_steps(sampler, steps, timesteps)}"
 
 
 def run_sampler(loaded: LoadedModel, noise: Tensor, sampler: str = "ddim", steps: int | None = None,
@@ -22,11 +36,12 @@ def run_sampler(loaded: LoadedModel, noise: Tensor, sampler: str = "ddim", steps
     if sampler == "ddpm":
         if steps not in (None, loaded.schedule.timesteps):
             raise ConfigError(f"--steps: DDPM always runs all {loaded.schedule.timesteps} steps of the model; "
-                              "use --sampler ddim for fewer steps")
+                              "use --sampler ddim or dpmpp-2m for fewer steps")
         return sample_ddpm(denoiser, noise, loaded.schedule, callback=callback, generator=generator, progress=progress)
-    if sampler == "ddim":
-        return sample_ddim(denoiser, noise, loaded.schedule, steps=steps or 50, eta=eta, spacing=spacing,
-                           callback=callback, generator=generator, progress=progress)
+    if sampler in FEW_STEP_SAMPLERS:
+        return FEW_STEP_SAMPLERS[sampler](denoiser, noise, loaded.schedule, steps=steps or DEFAULT_STEPS[sampler],
+                                          eta=eta, spacing=spacing, callback=callback, generator=generator,
+                                          progress=progress)
     raise ConfigError(f"--sampler must be one of {', '.join(SAMPLER_NAMES)}; got {sampler!r}")
 
 

@@ -11,17 +11,17 @@ from difflab.errors import ConfigError
 from difflab.generation.model_io import LoadedModel, load_model
 from difflab.training.checkpoint import checkpoint_step, list_checkpoints
 
-# `--guide auto` takes the run's checkpoint nearest this fraction of the sampled model's steps.
-# Measured on an 8-CPU-minute MNIST model (1,907 steps, DDIM-50 eta 1, 256 samples): guides at
-# steps 250 / 500 / 750 / 1,000 gave 64.1 / 68.8 / 71.5 / 65.2% confident digits with weight
-# 2-2.5, against 55.1% unguided (benchmarks/RESULTS.md).
+# `--guide auto` takes the run's checkpoint nearest this fraction of the sampled model's steps
+# (`--guide-fraction`). Measured on MNIST models, DDIM-50 eta 1, 256 samples, weight 3.5
+# (benchmarks/RESULTS.md): the best fraction was 0.38 for the 32-channel CPU recipe (4 seeds),
+# 0.27 for the 24-channel one (8 seeds), and 0.17-0.2 for one H200 minute at batch 512 (5 seeds).
 AUTO_GUIDE_FRACTION = 0.4
 DEFAULT_GUIDANCE = 2.5
 
 
-def resolve_guide(main: LoadedModel, guide: str) -> Path:
+def resolve_guide(main: LoadedModel, guide: str, fraction: float = AUTO_GUIDE_FRACTION) -> Path:
     """The guide's checkpoint file: `guide` itself, or for "auto" the earlier checkpoint of the
-    main model's run nearest AUTO_GUIDE_FRACTION of its steps."""
+    main model's run nearest `fraction` of its steps."""
     if guide != "auto":
         return Path(guide)
     earlier = [p for p in list_checkpoints(main.checkpoint.parent) if 0 <= checkpoint_step(p) < main.step]
@@ -29,20 +29,24 @@ def resolve_guide(main: LoadedModel, guide: str) -> Path:
         raise ConfigError(f"--guide auto needs an earlier checkpoint beside {main.checkpoint}, and there is none; "
                           "train with a --save-every well below the run's steps and a --keep-checkpoints that "
                           "keeps the early ones, or give --guide a checkpoint file")
-    target = AUTO_GUIDE_FRACTION * main.step
+    target = fraction * main.step
     chosen = min(earlier, key=lambda p: abs(checkpoint_step(p) - target))
     if abs(checkpoint_step(chosen) - target) > 0.15 * main.step:
         warnings.warn(f"--guide auto: the nearest kept checkpoint to step {target:.0f} is {chosen.name}; the guide "
-                      f"works best near {AUTO_GUIDE_FRACTION:.0%} of the steps (keep more with --keep-checkpoints when training)",
+                      f"works best near {fraction:.0%} of the steps (keep more with --keep-checkpoints when training)",
                       stacklevel=2)
     return chosen
 
 
-def with_autoguidance(main: LoadedModel, guide: str, weight: float, weights: str = "ema") -> LoadedModel:
-    """`main` sampling as guide + weight x (main - guide) (Karras et al. 2024)."""
+def with_autoguidance(main: LoadedModel, guide: str, weight: float, weights: str = "ema",
+                      fraction: float = AUTO_GUIDE_FRACTION) -> LoadedModel:
+    """`main` sampling as guide + weight x (main - guide) (Karras et al. 2024); `fraction` says
+    which earlier checkpoint `guide="auto"` takes."""
     if weight <= 0:
         raise ConfigError(f"--guidance must be positive (1 = no guidance); got {weight}")
-    guide_model = load_model(resolve_guide(main, guide), device=main.device, weights=weights)
+    if not 0 < fraction < 1:
+        raise ConfigError(f"--guide-fraction must lie between 0 and 1 (a share of the model's steps); got {fraction}")
+    guide_model = load_model(resolve_guide(main, guide, fraction), device=main.device, weights=weights)
     for what, ours, theirs in [("image shape", main.image_shape(), guide_model.image_shape()),
                                ("objective", main.config.objective, guide_model.config.objective),
                                ("beta schedule", main.config.beta_schedule, guide_model.config.beta_schedule),

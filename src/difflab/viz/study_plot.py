@@ -4,6 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+COLOURS = {"ddpm": "tab:red", "ddim": "tab:blue", "dpmpp-2m": "tab:green"}
+
 
 def plot_quality_vs_time(document: dict[str, Any], path: str | Path) -> Path:
     """Distance (FD/FID) and KID against wall time (log axis). Rows whose metric could not be
@@ -20,7 +22,7 @@ def plot_quality_vs_time(document: dict[str, Any], path: str | Path) -> Path:
         points = [(row["seconds"], row["metrics"].get(key, {}).get("value"), row["label"]) for row in document["rows"]]
         measured = [(seconds, value, label) for seconds, value, label in points if value is not None]
         for seconds, value, label in measured:
-            axes.scatter(seconds, value, color="tab:blue" if label.startswith("ddim") else "tab:red", zorder=3)
+            axes.scatter(seconds, value, color=COLOURS.get(label.split(":")[0], "tab:gray"), zorder=3)
             axes.annotate(label, (seconds, value), textcoords="offset points", xytext=(5, 5), fontsize=8)
         if len(measured) < len(points):
             missing = ", ".join(label for _, value, label in points if value is None)
