@@ -65,7 +65,9 @@ class TrainConfig:
                                   ("auto", "no", "fp16", "bf16"))
     ema_decay: float = option(0.999, "decay of the exponential moving average of the weights used for sampling")
     ema_every: int = option(1, "update the EMA every this many steps")
-    ema_warmup_steps: int = option(100, "EMA decay ramps up as min(decay, (1 + n) / (10 + n)) over early updates")
+    ema_warmup_steps: int = option(100, "0 = off; any other value switches on the EMA warm-up, decay = "
+                                        "min(decay, (1 + n) / (10 + n)) at update n, so --ema-decay 0.995 takes "
+                                        "effect only after ~1,800 updates (the value itself is not a step count)")
     seed: int = option(0, "seed for initialisation, data order, noise and augmentation")
     # Speed
     compile: str = option("auto", "torch.compile the network: on, off, or auto (on for CUDA when the run is planned "

@@ -31,7 +31,9 @@ def sample_dpm_solver(denoiser: Denoiser, x: Tensor, schedule: DiffusionSchedule
     """x_next = (sigma_next / sigma) e^(-eta h) x + alpha_next (1 - e^(-(1 + eta) h)) D
     [+ sigma_next sqrt(1 - e^(-2 eta h)) z], where D is pred_x0 on the first step and the
     multistep estimate pred_x0 + (pred_x0 - previous pred_x0) / (2 r), r = h_previous / h,
-    after it. The last step lands on the clean image: x_0 = pred_x0 (h is infinite there)."""
+    after it. The step onto t = 0 stays first order: it is the longest in lambda, and the
+    extrapolation overshoots there (measured in tests/test_samplers.py). The last step lands on
+    the clean image: x_0 = pred_x0 (h is infinite there)."""
     if eta < 0:
         raise ConfigError(f"--eta must be >= 0; got {eta}")
     sequence = ddim_timesteps(check_start_step(start_step, schedule.timesteps) + 1, steps, spacing)
@@ -43,7 +45,8 @@ def sample_dpm_solver(denoiser: Denoiser, x: Tensor, schedule: DiffusionSchedule
         _, pred_x0 = denoiser(x, t)
         report(callback, i, step, x, pred_x0)
         if i + 1 == len(sequence):
-            return pred_x0
+            x = pred_x0
+            break
         alpha_bar, alpha_bar_next = schedule.alpha_bar[step], schedule.alpha_bar[sequence[i + 1]]
         sigma, sigma_next = (1 - alpha_bar).sqrt(), (1 - alpha_bar_next).sqrt()
         h = half_log_snr(alpha_bar_next) - half_log_snr(alpha_bar)
