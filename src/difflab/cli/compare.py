@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_for_generation(args)
     specs = parse_sampler_specs(args.samplers, loaded.schedule.timesteps)
     precision = resolve_precision(args.precision, loaded.device)
-    passes = sum(network_passes(args.num_images, args.batch_size, spec.steps or 50) for spec in specs)
+    passes = sum(network_passes(args.num_images, args.batch_size, spec.steps) for spec in specs)
     loaded = speed_up(loaded, args, precision, passes)
     # The real set is measured first, so a bad --real or --features fails before hours of sampling.
     scorer = Scorer(args.real, scoring_options(args, loaded.device)) if args.real else None

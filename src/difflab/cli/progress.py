@@ -53,8 +53,7 @@ def run(args: argparse.Namespace) -> int:
     if args.scale is not None and args.scale < 1:
         raise ConfigError(f"--scale must be at least 1; got {args.scale}")
     loaded = load_for_generation(args)
-    steps = args.steps
-    visited = visited_timesteps(loaded.schedule.timesteps, args.sampler, steps, args.spacing)
+    visited = visited_timesteps(loaded.schedule.timesteps, args.sampler, args.steps, args.spacing)
     if args.at:
         frame_indices = frames_at_timesteps(visited, parse_timesteps(args.at))
     else:
@@ -64,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     loaded = speed_up(loaded, args, precision, network_passes(args.num_images, args.num_images, len(visited)))
     generator = batch_generator(args.seed, 0, loaded.device)  # as generate_images seeds its first batch
     noise = torch.randn(args.num_images, *loaded.image_shape(), device=loaded.device, generator=generator)
-    progress = record_progress(loaded, noise, frame_indices, args.sampler, steps, args.eta, args.spacing,
+    progress = record_progress(loaded, noise, frame_indices, args.sampler, args.steps, args.eta, args.spacing,
                                generator, args.clip, precision,
                                progress=not args.no_progress)
     scale = args.scale or auto_scale(loaded.config.image_size)

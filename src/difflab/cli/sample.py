@@ -62,14 +62,14 @@ def add_generation_options(parser: argparse.ArgumentParser | argparse._ArgumentG
 def load_for_generation(args: argparse.Namespace) -> "LoadedModel":
     """The model that --run, --weights, --device, --guide and --guidance describe."""
     from difflab.generation import load_model
-    from difflab.generation.guide import with_autoguidance
+    from difflab.generation.guide import check_guide_fraction, with_autoguidance
     if args.guidance is not None and not args.guide:
         raise ConfigError("--guidance needs --guide (a checkpoint file, or auto)")
     if args.guide_fraction is not None and args.guide != "auto":
         raise ConfigError("--guide-fraction needs --guide auto (it picks the run's checkpoint nearest that share "
                           "of the steps)")
-    if args.guide_fraction is not None and not 0 < args.guide_fraction < 1:
-        raise ConfigError(f"--guide-fraction must lie between 0 and 1; got {args.guide_fraction}")
+    if args.guide_fraction is not None:
+        check_guide_fraction(args.guide_fraction)  # before any model is read
     loaded = load_model(args.run, device=args.device, weights=args.weights)
     if args.guide:
         loaded = with_autoguidance(loaded, args.guide, args.guidance or DEFAULT_GUIDANCE, args.weights,

@@ -27,7 +27,7 @@ from torch import Tensor
 from difflab.diffusion import q_sample
 from difflab.errors import ConfigError
 from difflab.generation import LoadedModel, autocast_for, run_sampler
-from difflab.generation.generate import DEFAULT_STEPS
+from difflab.generation.generate import DEFAULT_STEPS, sampler_steps
 from difflab.samplers import FEW_STEP_SAMPLERS, invert_ddim, sample_ddpm
 
 METHODS = ("noise-mix", "ddim-slerp")
@@ -107,7 +107,8 @@ def denoise_from(loaded: LoadedModel, x_t: Tensor, t: int, settings: FusionSetti
     if settings.resolved_sampler == "ddpm":
         return sample_ddpm(denoiser, x_t, loaded.schedule, generator=generator, start_step=t)
     sampler = settings.resolved_sampler
-    steps = min(settings.steps or DEFAULT_STEPS[sampler], t + 1)  # it cannot visit more timesteps than t..0
+    # It cannot visit more timesteps than t..0.
+    steps = min(sampler_steps(sampler, settings.steps, loaded.schedule.timesteps), t + 1)
     return FEW_STEP_SAMPLERS[sampler](denoiser, x_t, loaded.schedule, steps=steps, eta=settings.eta,
                                       spacing=settings.spacing, generator=generator, start_step=t)
 

@@ -18,10 +18,10 @@ import torch
 from tqdm.auto import tqdm
 
 from difflab.errors import ConfigError
-from difflab.generation import (LoadedModel, autocast_for, generate_images, prepare_output_folder, run_sampler,
-                                write_numbered_images)
+from difflab.generation import (SAMPLER_NAMES, LoadedModel, autocast_for, generate_images, prepare_output_folder,
+                                run_sampler, write_numbered_images)
 
-SPEC_PATTERN = re.compile(r"^(ddpm|ddim|dpmpp-2m)(?::(\d+))?(?::eta=([0-9.]+))?$")
+SPEC_PATTERN = re.compile(rf"^({'|'.join(map(re.escape, SAMPLER_NAMES))})(?::(\d+))?(?::eta=([0-9.]+))?$")
 SPEC_HELP = "comma-separated SAMPLER:STEPS[:eta=ETA], e.g. ddpm:1000,ddim:100,ddim:50:eta=1,dpmpp-2m:20"
 TIMING_NOTE = ("sampling time only: one warm-up batch is excluded, as are writing files and computing "
                "metrics; CUDA is synchronised before each reading")

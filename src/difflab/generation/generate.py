@@ -32,17 +32,15 @@ def run_sampler(loaded: LoadedModel, noise: Tensor, sampler: str = "ddim", steps
                 eta: float = 0.0, spacing: str = "uniform", callback: Callback | None = None,
                 generator: torch.Generator | None = None, progress: bool = False, clip: str | None = None) -> Tensor:
     """Denoise `noise` (x_T) into images in [-1, 1] with the named sampler."""
+    count = sampler_steps(sampler, steps, loaded.schedule.timesteps)  # also rejects unknown names
     denoiser = loaded.denoiser(clip)
     if sampler == "ddpm":
-        if steps not in (None, loaded.schedule.timesteps):
-            raise ConfigError(f"--steps: DDPM always runs all {loaded.schedule.timesteps} steps of the model; "
+        if steps not in (None, count):
+            raise ConfigError(f"--steps: DDPM always runs all {count} steps of the model; "
                               "use --sampler ddim or dpmpp-2m for fewer steps")
         return sample_ddpm(denoiser, noise, loaded.schedule, callback=callback, generator=generator, progress=progress)
-    if sampler in FEW_STEP_SAMPLERS:
-        return FEW_STEP_SAMPLERS[sampler](denoiser, noise, loaded.schedule, steps=steps or DEFAULT_STEPS[sampler],
-                                          eta=eta, spacing=spacing, callback=callback, generator=generator,
-                                          progress=progress)
-    raise ConfigError(f"--sampler must be one of {', '.join(SAMPLER_NAMES)}; got {sampler!r}")
+    return FEW_STEP_SAMPLERS[sampler](denoiser, noise, loaded.schedule, steps=count, eta=eta, spacing=spacing,
+                                      callback=callback, generator=generator, progress=progress)
 
 
 def batch_generator(seed: int, first_index: int, device: torch.device) -> torch.Generator:

@@ -19,6 +19,11 @@ AUTO_GUIDE_FRACTION = 0.4
 DEFAULT_GUIDANCE = 2.5
 
 
+def check_guide_fraction(fraction: float) -> None:
+    if not 0 < fraction < 1:
+        raise ConfigError(f"--guide-fraction must lie between 0 and 1 (a share of the model's steps); got {fraction}")
+
+
 def resolve_guide(main: LoadedModel, guide: str, fraction: float = AUTO_GUIDE_FRACTION) -> Path:
     """The guide's checkpoint file: `guide` itself, or for "auto" the earlier checkpoint of the
     main model's run nearest `fraction` of its steps."""
@@ -44,8 +49,7 @@ def with_autoguidance(main: LoadedModel, guide: str, weight: float, weights: str
     which earlier checkpoint `guide="auto"` takes."""
     if weight <= 0:
         raise ConfigError(f"--guidance must be positive (1 = no guidance); got {weight}")
-    if not 0 < fraction < 1:
-        raise ConfigError(f"--guide-fraction must lie between 0 and 1 (a share of the model's steps); got {fraction}")
+    check_guide_fraction(fraction)
     guide_model = load_model(resolve_guide(main, guide, fraction), device=main.device, weights=weights)
     for what, ours, theirs in [("image shape", main.image_shape(), guide_model.image_shape()),
                                ("objective", main.config.objective, guide_model.config.objective),
