@@ -37,6 +37,17 @@ def test_guided_denoiser_is_the_papers_mix_of_the_two_denoisers(objective):
     assert torch.equal(AutoGuidedNetwork(main_net, guide_net, 1.0)(x_t, t), main_net(x_t, t))
 
 
+def test_no_guidance_below_min_time():
+    """Below min_time each sample gets the main network's output exactly; from it on, the mix."""
+    main_net, guide_net = Affine(0.3, 0.5), Affine(-0.2, 1.5)
+    x, t = torch.randn(4, 1, 6, 6, generator=torch.Generator().manual_seed(0)), torch.tensor([0.0, 99.0, 100.0, 900.0])
+    output = AutoGuidedNetwork(main_net, guide_net, 3.5, min_time=100.0)(x, t)
+    mixed = torch.lerp(guide_net(x, t), main_net(x, t), 3.5)
+    assert torch.equal(output[:2], main_net(x, t)[:2])
+    assert torch.equal(output[2:], mixed[2:])
+    assert not torch.allclose(output[:2], mixed[:2])
+
+
 @pytest.fixture(scope="module")
 def run_with_checkpoints(tmp_path_factory, shared_data):
     run = tmp_path_factory.mktemp("guide") / "anime"
@@ -57,6 +68,7 @@ def test_sample_with_guide_auto_uses_an_earlier_checkpoint(run_with_checkpoints,
     assert sample(run_with_checkpoints, tmp_path / "guided", "--guide", "auto") == 0
     guidance = json.loads((tmp_path / "guided" / "difflab-sample.json").read_text())["guidance"]
     assert guidance["guide_step"] == 4 and guidance["weight"] == 2.5  # nearest 40% of 10 steps
+    assert guidance["min_t"] == 5  # default: no guidance below T / 10 (T = 50)
     assert sample(run_with_checkpoints, tmp_path / "plain") == 0
     assert (tmp_path / "guided" / "1.png").read_bytes() != (tmp_path / "plain" / "1.png").read_bytes()
     # Weight 1 switches guidance off: the very same images as without a guide.
@@ -68,6 +80,17 @@ def test_sample_with_guide_auto_uses_an_earlier_checkpoint(run_with_checkpoints,
 def test_guide_fraction_picks_the_checkpoint_nearest_that_share(run_with_checkpoints, tmp_path):
     assert sample(run_with_checkpoints, tmp_path / "g", "--guide", "auto", "--guide-fraction", "0.2") == 0
     assert json.loads((tmp_path / "g" / "difflab-sample.json").read_text())["guidance"]["guide_step"] == 2
+
+
+def test_guide_min_t_is_recorded_and_changes_only_the_last_steps(run_with_checkpoints, tmp_path):
+    assert sample(run_with_checkpoints, tmp_path / "all", "--guide", "auto", "--guide-min-t", "0") == 0
+    assert json.loads((tmp_path / "all" / "difflab-sample.json").read_text())["guidance"]["min_t"] == 0
+    # DDIM-4 over T = 50 visits t = 49, 33, 16, 0: min-t 17 leaves the last two steps unguided,
+    # min-t 49 all but the first, and min-t 0 none; each gives other images.
+    for min_t in ("17", "49"):
+        assert sample(run_with_checkpoints, tmp_path / min_t, "--guide", "auto", "--guide-min-t", min_t) == 0
+    pictures = {name: (tmp_path / name / "1.png").read_bytes() for name in ("all", "17", "49")}
+    assert len(set(pictures.values())) == 3
 
 
 def test_progress_takes_a_guide_file(run_with_checkpoints, tmp_path):
@@ -83,7 +106,10 @@ def test_guide_errors_name_the_option(run_with_checkpoints, tmp_path, capsys, sh
     assert "--guidance needs --guide" in capsys.readouterr().err
     first_file = str(run_with_checkpoints / "checkpoints" / "ckpt-00000002.safetensors")
     for extra, message in [(("--guide", first_file, "--guide-fraction", "0.3"), "--guide-fraction needs --guide auto"),
-                           (("--guide", "auto", "--guide-fraction", "1.5"), "--guide-fraction must lie between 0 and 1")]:
+                           (("--guide", "auto", "--guide-fraction", "1.5"), "--guide-fraction must lie between 0 and 1"),
+                           (("--guide-min-t", "3"), "--guide-min-t needs --guide"),
+                           (("--guide", "auto", "--guide-min-t", "-1"), "--guide-min-t must be >= 0"),
+                           (("--guide", "auto", "--guide-min-t", "50"), "below the model's --timesteps (50)")]:
         with pytest.raises(SystemExit):
             sample(run_with_checkpoints, tmp_path / "a", *extra)
         assert message in capsys.readouterr().err

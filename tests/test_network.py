@@ -6,10 +6,11 @@ import os
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from difflab.errors import ConfigError
 from difflab.network import PRESETS, UNet, UNetConfig, count_flops, parse_int_tuple, preset
-from difflab.network.layers import SelfAttention
+from difflab.network.layers import SelfAttention, attend
 from difflab.network.presets import PEER_PARAMETERS
 
 
@@ -193,15 +194,25 @@ def reference_attention(block: SelfAttention, x: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_attention_matches_handwritten_reference(channels_last):
+@pytest.mark.parametrize("height, width", [(5, 3), (17, 16)])  # 15 tokens: the CPU matmul path; 272: SDPA
+def test_attention_matches_handwritten_reference(channels_last, height, width):
     torch.manual_seed(0)
     block = perturb_(SelfAttention(16, head_channels=4), scale=0.3)
     assert block.num_heads == 4
-    x = torch.randn(2, 16, 5, 3)
-    if channels_last:
-        block = block.to(memory_format=torch.channels_last)
-        x = x.to(memory_format=torch.channels_last)
-    torch.testing.assert_close(block(x), reference_attention(block, x), rtol=1e-5, atol=1e-5)
+    x = torch.randn(2, 16, height, width)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    block, x = block.to(memory_format=layout), x.contiguous(memory_format=layout)
+    out = block(x)
+    torch.testing.assert_close(out, reference_attention(block, x), rtol=1e-5, atol=1e-5)
+    # The output keeps the input's layout: a channels_last result leaking into a contiguous network
+    # made every later convolution copy its input (and its gradient) back.
+    assert out.is_contiguous(memory_format=layout)
+
+
+def test_cpu_attention_paths_agree():
+    """attend() takes two matmuls for short sequences on the CPU and SDPA otherwise: the same function."""
+    q, k, v = torch.randn(3, 2, 4, 40, 8, generator=torch.Generator().manual_seed(0)).unbind(0)
+    torch.testing.assert_close(attend(q, k, v), F.scaled_dot_product_attention(q, k, v), rtol=1e-5, atol=1e-5)
 
 
 # --- presets and FLOPs ----------------------------------------------------------------------------

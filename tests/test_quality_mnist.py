@@ -1,6 +1,7 @@
 """Quality on real data, small enough for CI: the MNIST recipe trained for 7 CPU minutes must
 draw digits that a fixed classifier recognises (issue 2's bar: >= 25% of 256 DDIM samples get a
-class with probability >= 0.9, covering >= 8 of the 10 digits; real digits score about 99%).
+class with probability >= 0.9, covering >= 8 of the 10 digits. Real test digits score 90.2% on this
+measure, not ~99%: the classifier was trained with smoothed labels, so it caps near p = 0.91).
 Sampled as the recipe says: DDIM-50, eta 1, autoguided by the run's own early checkpoint."""
 import importlib.util
 

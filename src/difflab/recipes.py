@@ -4,14 +4,15 @@ Each is a plain dict of TrainConfig options, so it can be printed, saved and ove
 """
 from __future__ import annotations
 
-# MNIST at 28 px in minutes on a CPU. Chosen by a sweep on an H100 at 1,500 steps of
-# batch 64, scored by the fixed MNIST classifier's confident-class rate (EMA weights):
-# this recipe at lr 2e-3 33.6%, at lr 1e-3 37.9%; pred_noise + linear + no weighting 13.3%.
-# Width 24, not 32: a step costs 0.174 s instead of 0.246 s on 2 CPU cores, so 8 minutes make
-# ~2,760 steps instead of ~1,950, and the guided rate rose from 71.5% (4 seeds) to 75.3% (5 seeds)
-# in fixed-step stand-ins for 8 CPU minutes. (benchmarks/mnist_quality.py --sweep; benchmarks/RESULTS.md.)
-MNIST = dict(data="mnist", image_size=28, image_channels="1", channels=24, dim_mults="1,2,2", res_blocks=1,
-             attn_resolutions="7", timesteps=1000, beta_schedule="cosine", objective="pred_v",
+# MNIST at 28 px in minutes on a CPU (benchmarks/mnist_quality.py; benchmarks/RESULTS.md has every row).
+# pred_v + cosine + min-SNR: 37.9% confident digits at 1,500 steps of batch 64 where pred_noise +
+# linear + no weighting reached 13.3%. The network is narrow where it is expensive: widths 16/32/64
+# at 28/14/7 px and no attention, 0.11 s a step on 2 CPU cores, so 8 minutes make ~4,200 steps.
+# Session 4's 24/48/48 with attention at 7 px cost 0.16 s (after session 5's attention fix). At
+# the same CPU time, in GPU stand-ins with the session-5 guidance (256 samples each, guide at 20%
+# / 30%), it averaged 81.2% over 4 seeds against 77.2% over 5.
+MNIST = dict(data="mnist", image_size=28, image_channels="1", channels=16, dim_mults="1,2,4", res_blocks=1,
+             attn_resolutions="", timesteps=1000, beta_schedule="cosine", objective="pred_v",
              loss_weighting="min_snr", batch_size=64, lr=1e-3, warmup_steps=100, ema_decay=0.995,
              ema_warmup_steps=50, hflip=False, save_every=250, keep_checkpoints=1000, log_every=100,
              grid_images=16, grid_sampler_steps=20, steps=100000)
@@ -23,15 +24,18 @@ MNIST = dict(data="mnist", image_size=28, image_channels="1", channels=24, dim_m
 # sampling time (benchmarks/mnist_quality.py --samplers; benchmarks/RESULTS.md).
 MNIST_SAMPLING = dict(sampler="ddim", steps=50, eta=1.0)
 
-# And guide it (autoguidance, `difflab sample --guide auto --guide-fraction 0.3 --guidance 3.5`) with
-# the run's own checkpoint from about 30% of its steps. Weight 3.5 beat 2.5 in all five pairs measured
-# in session 3 and in 4 of 5 pairs of the 24-channel recipe; 5 was worse (benchmarks/RESULTS.md).
-# Three real 8-minute runs on 2 CPU cores: 69.5 / 70.7 / 71.5% confident digits (unguided 53-63%).
-MNIST_GUIDANCE = dict(guide="auto", fraction=0.3, weight=3.5)
-# One GPU minute trains the MNIST_GPU_MINUTE variant at batch 512 for ~1,450 steps; its best guide sat
-# earlier, near 20% of the steps. Three one-minute H200 runs: 89.1 / 90.6 / 90.6% (unguided 72-75%).
-MNIST_GPU_MINUTE = dict(batch_size=512, channels=64, lr=2e-3, lr_decay="cosine")
-MNIST_GPU_GUIDANCE = dict(guide="auto", fraction=0.2, weight=3.5)
+# And guide it (autoguidance: `difflab sample --guide auto --guide-fraction 0.2 --guidance 3.5
+# --guide-min-t 100`) with the run's own checkpoint from about 20% of its steps, unguided below t = 100.
+# Weight 3.5 beat 2.5 in all five pairs measured in session 3 and in 4 of 5 pairs in session 4;
+# 5 was worse in 7 of 8 pairs (session 4) and mixed in session 5. Real 8-minute runs on 2 CPU cores:
+# 81.2 / 87.5 / 83.6 / 78.1 / 85.5% confident digits (unguided 62-66%; real test digits: 90.2%).
+# Session 4's recipe, guided at every step from 30%: 69.5 / 70.7 / 71.5%.
+MNIST_GUIDANCE = dict(guide="auto", fraction=0.2, weight=3.5, min_t=100)
+# One GPU minute trains the MNIST_GPU_MINUTE variant at batch 512 for ~1,250-1,500 steps (the network of
+# session 4's CPU recipe at 64 channels); its best guide sits near 20% of the steps. Nine one-minute
+# H200 runs, guided from t = 200 up: 89.8-93.4%, mean 91.4% (unguided 70-76%; real digits score 90.2%).
+MNIST_GPU_MINUTE = dict(batch_size=512, channels=64, dim_mults="1,2,2", attn_resolutions="7", lr=2e-3, lr_decay="cosine")
+MNIST_GPU_GUIDANCE = dict(guide="auto", fraction=0.2, weight=3.5, min_t=200)
 
 # The no-download `difflab demo`: procedural shapes at 32 px, a few CPU minutes.
 DEMO = dict(data="shapes", image_size=32, image_channels="3", channels=32, dim_mults="1,2,2", res_blocks=1,

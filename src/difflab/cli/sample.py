@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from difflab.diffusion import CLIPPING
 from difflab.errors import ConfigError
 from difflab.generation.generate import SAMPLER_NAMES, sampler_label, sampler_steps
-from difflab.generation.guide import AUTO_GUIDE_FRACTION, DEFAULT_GUIDANCE
+from difflab.generation.guide import AUTO_GUIDE_FRACTION, DEFAULT_GUIDANCE, GUIDE_MIN_T_SHARE
 from difflab.generation.fast import COMPILE_AUTO_MIN_PASSES, SWITCH, network_passes, resolve_sampling_speed
 from difflab.samplers.ddim import SPACINGS
 
@@ -57,23 +57,30 @@ def add_generation_options(parser: argparse.ArgumentParser | argparse._ArgumentG
     parser.add_argument("--guide-fraction", type=float, default=None,
                         help="with --guide auto: take the checkpoint nearest this share of the model's steps "
                              f"(default {AUTO_GUIDE_FRACTION})")
+    parser.add_argument("--guide-min-t", type=int, default=None, metavar="T",
+                        help="with --guide: no guidance at timesteps below this, where it only amplifies noise "
+                             f"(default {GUIDE_MIN_T_SHARE:g} x the model's --timesteps, e.g. 100 of 1000; 0 = guide every step)")
 
 
 def load_for_generation(args: argparse.Namespace) -> "LoadedModel":
     """The model that --run, --weights, --device, --guide and --guidance describe."""
     from difflab.generation import load_model
-    from difflab.generation.guide import check_guide_fraction, with_autoguidance
+    from difflab.generation.guide import check_guide_fraction, check_guide_min_t, with_autoguidance
     if args.guidance is not None and not args.guide:
         raise ConfigError("--guidance needs --guide (a checkpoint file, or auto)")
     if args.guide_fraction is not None and args.guide != "auto":
         raise ConfigError("--guide-fraction needs --guide auto (it picks the run's checkpoint nearest that share "
                           "of the steps)")
+    if args.guide_min_t is not None and not args.guide:
+        raise ConfigError("--guide-min-t needs --guide (a checkpoint file, or auto)")
     if args.guide_fraction is not None:
         check_guide_fraction(args.guide_fraction)  # before any model is read
+    if args.guide_min_t is not None:
+        check_guide_min_t(args.guide_min_t)
     loaded = load_model(args.run, device=args.device, weights=args.weights)
     if args.guide:
         loaded = with_autoguidance(loaded, args.guide, args.guidance or DEFAULT_GUIDANCE, args.weights,
-                                   args.guide_fraction or AUTO_GUIDE_FRACTION)
+                                   args.guide_fraction or AUTO_GUIDE_FRACTION, args.guide_min_t)
     return loaded
 
 
@@ -110,7 +117,8 @@ def run(args: argparse.Namespace) -> int:
     precision = resolve_precision(args.precision, loaded.device)
     label = sampler_label(args.sampler, args.steps, loaded.schedule.timesteps)
     if loaded.guidance:
-        label += f", guided by step {loaded.guidance['guide_step']} at weight {loaded.guidance['weight']:g}"
+        label += (f", guided by step {loaded.guidance['guide_step']} at weight {loaded.guidance['weight']:g} "
+                  f"from t = {loaded.guidance['min_t']} up")
     passes = network_passes(args.num_images, args.batch_size, sampler_steps(args.sampler, args.steps,
                                                                               loaded.schedule.timesteps))
     loaded = speed_up(loaded, args, precision, passes)

@@ -6,6 +6,9 @@ import warnings
 from dataclasses import replace
 from pathlib import Path
 
+import torch
+
+from difflab.diffusion.denoiser import model_time
 from difflab.diffusion.guidance import AutoGuidedNetwork
 from difflab.errors import ConfigError
 from difflab.generation.model_io import LoadedModel, load_model
@@ -14,9 +17,24 @@ from difflab.training.checkpoint import checkpoint_step, list_checkpoints
 # `--guide auto` takes the run's checkpoint nearest this fraction of the sampled model's steps
 # (`--guide-fraction`). Measured on MNIST models, DDIM-50 eta 1, 256 samples, weight 3.5
 # (benchmarks/RESULTS.md): the best fraction was 0.38 for the 32-channel CPU recipe (4 seeds),
-# 0.27 for the 24-channel one (8 seeds), and 0.17-0.2 for one H200 minute at batch 512 (5 seeds).
+# 0.27 for the 24-channel one (8 seeds), 0.17-0.2 for one H200 minute at batch 512 (5 seeds) and for
+# session 5's 16/32/64 CPU recipe (4 seeds).
 AUTO_GUIDE_FRACTION = 0.4
 DEFAULT_GUIDANCE = 2.5
+# No guidance at timesteps below this share of T (`--guide-min-t`; diffusion/guidance.py says why).
+# On three 8-minute CPU MNIST models (weight 3.5), guiding at every step gave 69.5 / 70.7 / 71.5%
+# confident digits; not below t = 100 of 1000, 73.8 / 74.6 / 75.4%; not below 200, 74.2 / 74.6 / 75.4%.
+GUIDE_MIN_T_SHARE = 0.1
+
+
+def default_guide_min_t(timesteps: int) -> int:
+    return round(GUIDE_MIN_T_SHARE * timesteps)
+
+
+def check_guide_min_t(min_t: int, timesteps: int | None = None) -> None:
+    if min_t < 0 or (timesteps is not None and min_t >= timesteps):
+        limit = f"the model's --timesteps ({timesteps})" if timesteps is not None else "the model's --timesteps"
+        raise ConfigError(f"--guide-min-t must be >= 0 and below {limit} (0 = guide at every step); got {min_t}")
 
 
 def check_guide_fraction(fraction: float) -> None:
@@ -44,12 +62,16 @@ def resolve_guide(main: LoadedModel, guide: str, fraction: float = AUTO_GUIDE_FR
 
 
 def with_autoguidance(main: LoadedModel, guide: str, weight: float, weights: str = "ema",
-                      fraction: float = AUTO_GUIDE_FRACTION) -> LoadedModel:
+                      fraction: float = AUTO_GUIDE_FRACTION, min_t: int | None = None) -> LoadedModel:
     """`main` sampling as guide + weight x (main - guide) (Karras et al. 2024); `fraction` says
-    which earlier checkpoint `guide="auto"` takes."""
+    which earlier checkpoint `guide="auto"` takes; below timestep `min_t` (default T/10) the
+    model runs unguided."""
     if weight <= 0:
         raise ConfigError(f"--guidance must be positive (1 = no guidance); got {weight}")
     check_guide_fraction(fraction)
+    timesteps = main.config.timesteps
+    min_t = default_guide_min_t(timesteps) if min_t is None else min_t
+    check_guide_min_t(min_t, timesteps)
     guide_model = load_model(resolve_guide(main, guide, fraction), device=main.device, weights=weights)
     for what, ours, theirs in [("image shape", main.image_shape(), guide_model.image_shape()),
                                ("objective", main.config.objective, guide_model.config.objective),
@@ -58,6 +80,7 @@ def with_autoguidance(main: LoadedModel, guide: str, weight: float, weights: str
         if ours != theirs:
             raise ConfigError(f"--guide {guide_model.checkpoint} does not match the model: {what} {theirs} "
                               f"against {ours}; the guide must be a checkpoint of the same kind of model")
-    network = AutoGuidedNetwork(main.network, guide_model.network, weight).eval()
-    return replace(main, network=network,
-                   guidance={"guide": str(guide_model.checkpoint), "guide_step": guide_model.step, "weight": weight})
+    min_time = float(model_time(torch.tensor(min_t), timesteps))  # the networks see t on a 0-1000 scale
+    network = AutoGuidedNetwork(main.network, guide_model.network, weight, min_time).eval()
+    return replace(main, network=network, guidance={"guide": str(guide_model.checkpoint), "guide_step": guide_model.step,
+                                                    "weight": weight, "min_t": min_t})
