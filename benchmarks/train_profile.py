@@ -10,7 +10,6 @@ host, so read the shares, not the absolute times (an eager H200 step of the GPU-
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -28,24 +27,16 @@ from difflab.training import train
 SHARED = Path(os.environ.get("DIFFLAB_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 
 
-def parse_override(item: str) -> tuple[str, object]:
-    """KEY=VALUE with a JSON value (512, 2e-3, true), or a plain string (cosine, "1,2,4")."""
-    key, value = item.split("=", 1)
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipe", default="mnist", choices=sorted(RECIPES))
-    parser.add_argument("--set", nargs="*", default=[], help="KEY=VALUE overrides (JSON values), e.g. batch_size=512")
+    parser.add_argument("--set", nargs="*", default=[],
+                        help="KEY=VALUE training options, e.g. batch_size=512 dim_mults=1,2,2 (typed and checked as a config file's)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--steps", type=int, default=60, help="steps profiled, after 20 warm-up steps")
     parser.add_argument("--rows", type=int, default=25)
     args = parser.parse_args()
-    overrides = dict(parse_override(item) for item in args.set)
+    overrides = dict(item.split("=", 1) for item in args.set)  # TrainConfig.from_dict converts the strings
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device == "cuda" else [])
     warmup, active = 20, args.steps
     with tempfile.TemporaryDirectory() as folder:

@@ -33,8 +33,9 @@ def default_guide_min_t(timesteps: int) -> int:
 
 def check_guide_min_t(min_t: int, timesteps: int | None = None) -> None:
     if min_t < 0 or (timesteps is not None and min_t >= timesteps):
-        limit = f"the model's --timesteps ({timesteps})" if timesteps is not None else "the model's --timesteps"
-        raise ConfigError(f"--guide-min-t must be >= 0 and below {limit} (0 = guide at every step); got {min_t}")
+        known = f" ({timesteps})" if timesteps is not None else ""
+        raise ConfigError(f"--guide-min-t must be >= 0 and below the model's --timesteps{known} "
+                          f"(0 = guide at every step); got {min_t}")
 
 
 def check_guide_fraction(fraction: float) -> None:

@@ -2,7 +2,8 @@
 
 Written for speed under bf16 autocast, channels_last and torch.compile: no host syncs,
 no data-dependent shapes, GroupNorm always directly followed by its SiLU (one fused
-kernel after compilation), and attention through `F.scaled_dot_product_attention`.
+kernel after compilation), and attention through `F.scaled_dot_product_attention` (two matmuls
+for short sequences on the CPU, where they are faster; see `attend`).
 """
 from __future__ import annotations
 
