@@ -101,7 +101,8 @@ CPU_SECONDS_PER_STEP = {"ch32": 0.246, "noattn": 0.218, "rb2": 0.371, "b128": 0.
                         # session 4, network step alone scaled by the recipe's loop/network ratio (0.246 / 0.234):
                         "ch16": 0.118, "ch24": 0.174,
                         # session 5, after the CPU attention fix: the session-4 network's loop measured at 0.161 s
-                        # (a 1.5-minute run), the others scaled by their network-step ratios (cpu_step_time.py).
+                        # (steps 100-500 of a 1.5-minute run; 0.163 with start-up), the others scaled by their
+                        # network-step ratios (cpu_step_time.py).
                         "session4-recipe": 0.163, "ch16-124": 0.131, "noattn24": 0.145, "ch16-124-noattn": 0.110,
                         "recipe": 0.110}
 
