@@ -6,7 +6,7 @@ Why: issue 5 asks for difflab's training step to be measured side by side with t
 counts stated). This script times difflab's *trainer* step, not a simplified one:
 
     build_network / build_loss from a TrainConfig (difflab's defaults: cosine, pred_v, min-SNR-5),
-    AdamW fused on CUDA / foreach on the CPU (the trainer's `_optimizer_kernel`), the lr warm-up,
+    AdamW fused on CUDA / foreach on the CPU (the trainer's `training.speed.optimizer_kernel`), the lr warm-up,
     a per-step seeded generator, autocast per `resolve_mixed_precision` (or --precision),
     channels_last on CUDA, optional torch.compile with the eager fallback, backward, grad-norm
     clip 1, optimizer step, zero_grad(set_to_none), EMA update (foreach lerp)
@@ -63,14 +63,9 @@ class DifflabTrainStep:
                  seed: int = 0, batch: int = 64, cuda_graphs: str = "auto") -> None:
         from difflab.build import build_loss, build_network, build_schedule
         from difflab.training.ema import EMA
-        from difflab.training.loop import learning_rate, step_seed
-        from difflab.training.speed import compile_or_eager, use_cuda_graphs
-
-        try:  # the trainer's own optimizer-kernel choice; the same rule written out if it moves
-            from difflab.training.loop import _optimizer_kernel
-        except ImportError:  # pragma: no cover
-            def _optimizer_kernel(dev: torch.device) -> dict:
-                return {"fused": True} if dev.type == "cuda" else {"foreach": True}
+        from difflab.training.loop import step_seed
+        from difflab.training.lr_schedule import learning_rate
+        from difflab.training.speed import compile_or_eager, optimizer_kernel, use_cuda_graphs
 
         torch.manual_seed(seed)
         self.config = bc.train_config_for(unet, batch_size=batch, seed=seed)
@@ -80,7 +75,7 @@ class DifflabTrainStep:
                                                                           memory_format=self.memory_format)
         self.ema = EMA(self.model, decay=self.config.ema_decay, update_every=self.config.ema_every,
                        warmup=self.config.ema_warmup_steps > 0)
-        self.optimizer_kernel = _optimizer_kernel(device)
+        self.optimizer_kernel = optimizer_kernel(device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.config.lr,
                                            betas=(0.9, self.config.adam_beta2),
                                            weight_decay=self.config.weight_decay, **self.optimizer_kernel)

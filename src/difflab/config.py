@@ -1,9 +1,9 @@
-"""The training configuration: one dataclass whose fields are the `difflab train` options.
-
-Every field becomes a command-line flag (`image_size` -> `--image-size`) and a key of
-a TOML/YAML config file; the resolved configuration is saved with every checkpoint,
-so sampling needs nothing but the run folder. Units are in the names (`_steps`,
-`_minutes`, `_degrees`), as in EDM's training options.
+"""Options, declared once: each field of an option set is a `difflab train` flag (`image_size` ->
+`--image-size`) and a key of a TOML/YAML config file, with its type (from its default), help,
+choices or range. `RunOptions` are every run's (data, budgets, output, speed); each model family
+adds its own set (`DiffusionOptions` here; the others in `difflab.families`). The resolved options
+are saved with every checkpoint, so sampling needs nothing but the run folder. Units are in the
+names (`_steps`, `_minutes`, `_degrees`), as in EDM's training options.
 """
 from __future__ import annotations
 
@@ -16,83 +16,46 @@ from typing import Any
 from difflab.errors import ConfigError
 
 
-def option(default: Any, help: str, choices: tuple | None = None) -> Any:
-    return field(default=default, metadata={"help": help, "choices": choices})
+def option(default: Any, help: str, choices: tuple | None = None, low: float | None = None,
+           high: float | None = None, low_inclusive: bool = True, high_inclusive: bool = True) -> Any:
+    """Declare an option once: its default (and so its type), help text, and the choices or the
+    range [low, high] its value must lie in (open at an end whose `*_inclusive` is False).
+    `validate()` checks all of them; the CLI turns each into a flag."""
+    return field(default=default, metadata={"help": help, "choices": choices, "low": low, "high": high,
+                                            "low_inclusive": low_inclusive, "high_inclusive": high_inclusive})
 
 
 def flag_name(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-@dataclass
-class TrainConfig:
-    # Data
-    data: str = option("", "image folder, .zip archive, or a built-in dataset (mnist, cifar10, shapes)")
-    data_root: str = option("", "where built-in datasets are read from (mnist: the folder of IDX .gz files)")
-    image_size: int = option(64, "images are resized (shorter side) and centre-cropped to this many pixels")
-    image_channels: str = option("auto", "1 (grayscale), 3 (RGB) or auto (detected from the data)", ("auto", "1", "3"))
-    hflip: bool = option(True, "random horizontal flips")
-    rotate_degrees: float = option(0.0, "random rotation up to this many degrees (0 = off)")
-    jitter: float = option(0.0, "random brightness/contrast jitter strength, e.g. 0.1 (0 = off)")
-    max_images: int = option(0, "use at most this many images (0 = all)")
-    # Network
-    channels: int = option(64, "U-Net base width (channels of the first level)")
-    dim_mults: str = option("1,2,4", "width multiplier per U-Net level; levels - 1 downsamplings")
-    res_blocks: int = option(2, "residual blocks per U-Net level")
-    attn_resolutions: str = option("16", "feature-map sizes that get self-attention, e.g. 16,8 ('' = none)")
-    attn_head_channels: int = option(64, "channels per self-attention head (widths above it must be multiples)")
-    dropout: float = option(0.0, "dropout in the residual blocks")
-    # Diffusion
-    timesteps: int = option(1000, "number of diffusion steps T")
-    beta_schedule: str = option("cosine", "noise schedule", ("linear", "cosine", "sigmoid"))
-    objective: str = option("pred_v", "what the network predicts", ("pred_noise", "pred_x0", "pred_v"))
-    loss_weighting: str = option("min_snr", "per-timestep loss weighting", ("none", "min_snr"))
-    min_snr_gamma: float = option(5.0, "gamma of min-SNR weighting")
-    clip: str = option("static", "clipping of the predicted clean image when sampling", ("static", "dynamic", "none"))
-    # Optimisation
-    batch_size: int = option(64, "images per optimisation step, over all processes")
-    steps: int = option(20000, "optimisation steps to train for")
-    max_minutes: float = option(0.0, "stop after this many minutes of training, saving a checkpoint (0 = no limit)")
-    lr: float = option(2e-4, "peak learning rate of AdamW")
-    warmup_steps: int = option(200, "linear learning-rate warm-up")
-    lr_decay: str = option("none", "after warm-up: keep --lr (none), or decay it to zero at the end of the budget "
-                           "(--steps, or --max-minutes when that comes first)", ("none", "cosine", "linear"))
-    weight_decay: float = option(0.0, "AdamW weight decay")
-    adam_beta2: float = option(0.99, "AdamW beta2")
-    grad_clip: float = option(1.0, "clip the gradient norm to this (0 = off)")
-    grad_accum: int = option(1, "gradient accumulation: micro-batches per optimisation step")
-    mixed_precision: str = option("auto", "autocast precision; auto = bf16 on GPUs that support it, else no",
-                                  ("auto", "no", "fp16", "bf16"))
-    ema_decay: float = option(0.999, "decay of the exponential moving average of the weights used for sampling")
-    ema_every: int = option(1, "update the EMA every this many steps")
-    ema_warmup_steps: int = option(100, "0 = off; any other value switches on the EMA warm-up, decay = "
-                                        "min(decay, (1 + n) / (10 + n)) at update n, so --ema-decay 0.995 takes "
-                                        "effect only after ~1,800 updates (the value itself is not a step count)")
-    seed: int = option(0, "seed for initialisation, data order, noise and augmentation")
-    # Speed
-    compile: str = option("auto", "torch.compile the network: on, off, or auto (on for CUDA when the run is planned "
-                          "for >= 2000 steps and >= 3 minutes: compiling takes ~80 s on an H100, then a step is "
-                          "~2.7x faster); falls back to eager if the compiler is unavailable", ("auto", "on", "off"))
-    cuda_graphs: str = option("auto", "record the network's forward and backward as CUDA graphs on one GPU: auto = "
-                              "with --compile (its reduce-overhead mode); on = also without it (the compiler's "
-                              "cudagraphs backend; measured no faster for eager kernels); off", ("auto", "on", "off"))
-    channels_last: bool = option(False, "channels-last memory layout on GPU. Off by default: eager bf16 passes ran "
-                                 "slower with it on an H100 (benchmarks/profile_gpu.py)")
-    workers: int = option(-1, "data-loading worker processes (-1 = automatic)")
-    # Output
-    out: str = option("", "run folder: checkpoints, sample grids, metrics log and loss curve")
-    save_every: int = option(2000, "write a checkpoint and a sample grid every this many steps")
-    keep_checkpoints: int = option(3, "keep this many most recent checkpoints")
-    grid_images: int = option(64, "images in each sample grid")
-    grid_sampler_steps: int = option(50, "DDIM steps for the sample grids")
-    log_every: int = option(50, "append to metrics.jsonl every this many steps")
+def check_declared_range(name: str, value: Any, meta: dict) -> None:
+    """The ConfigError for a value outside its option's declared choices or range."""
+    choices = meta.get("choices")
+    if choices and str(value) not in choices:
+        raise ConfigError(f"{flag_name(name)} must be one of {', '.join(choices)}; got {value!r}")
+    low, high = meta.get("low"), meta.get("high")
+    if low is None and high is None:
+        return
+    too_low = low is not None and (value < low if meta["low_inclusive"] else value <= low)
+    too_high = high is not None and (value > high if meta["high_inclusive"] else value >= high)
+    if not (too_low or too_high) and value == value:  # NaN fails every comparison
+        return
+    if high is None:
+        raise ConfigError(f"{flag_name(name)} must be {'positive' if low == 0 and not meta['low_inclusive'] else f'>= {low}'}"
+                          f"; got {value}")
+    left = "[" if meta["low_inclusive"] else "("
+    right = "]" if meta["high_inclusive"] else ")"
+    raise ConfigError(f"{flag_name(name)} must be in {left}{low}, {high}{right}; got {value}")
 
-    # ---- derived views --------------------------------------------------------------------------
-    def dim_mults_tuple(self) -> tuple[int, ...]:
-        return parse_int_tuple(self.dim_mults, "--dim-mults", allow_empty=False)
 
-    def attn_resolutions_tuple(self) -> tuple[int, ...]:
-        return parse_int_tuple(self.attn_resolutions, "--attn-resolutions", allow_empty=True)
+POSITIVE = dict(low=0, low_inclusive=False)
+NON_NEGATIVE = dict(low=0)
+FRACTION = dict(low=0, high=1, high_inclusive=False)
+
+
+class Options:
+    """Methods shared by every option set (the run's and each family's)."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -101,48 +64,127 @@ class TrainConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any], source: str = "configuration") -> "TrainConfig":
-        return cls(**coerce_options(values, source))
+    def from_dict(cls, values: dict[str, Any], source: str = "configuration"):
+        return cls(**coerce_options(values, source, cls))
 
-    def validate(self) -> "TrainConfig":
+    def validate(self):
         """Check every option before any work; ConfigError names the offending option."""
         for f in dataclasses.fields(self):
-            choices = f.metadata.get("choices")
-            value = getattr(self, f.name)
-            if choices and str(value) not in choices:
-                raise ConfigError(f"{flag_name(f.name)} must be one of {', '.join(choices)}; got {value!r}")
-        positive = ["image_size", "channels", "attn_head_channels", "res_blocks", "timesteps", "batch_size", "steps", "save_every",
-                    "grad_accum", "ema_every", "keep_checkpoints", "grid_sampler_steps", "log_every"]
-        for name in positive:
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{flag_name(name)} must be positive; got {getattr(self, name)}")
-        non_negative = ["max_minutes", "warmup_steps", "weight_decay", "grad_clip", "rotate_degrees", "jitter",
-                        "max_images", "ema_warmup_steps", "grid_images"]
-        for name in non_negative:
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{flag_name(name)} must be >= 0; got {getattr(self, name)}")
-        ranges = {"lr": (0, 1), "ema_decay": (0, 1), "adam_beta2": (0, 1), "dropout": (0, 1), "jitter": (0, 1)}
-        for name, (low, high) in ranges.items():
-            value = getattr(self, name)
-            if not (low <= value < high) or (name == "lr" and value == 0):
-                raise ConfigError(f"{flag_name(name)} must be in [{low}, {high}); got {value}")
-        if self.timesteps < 2:
-            raise ConfigError(f"--timesteps must be >= 2; got {self.timesteps}")
-        if self.batch_size % self.grad_accum:
-            raise ConfigError(f"--batch-size ({self.batch_size}) must be divisible by --grad-accum ({self.grad_accum})")
+            check_declared_range(f.name, getattr(self, f.name), f.metadata)
+        for klass in type(self).__mro__:  # each option set's cross-option checks, run options first
+            check = klass.__dict__.get("check")
+            if check is not None:
+                check(self)
+        return self
+
+
+@dataclass
+class RunOptions(Options):
+    """Options every run has, whatever model family it trains: data, budgets, output, speed."""
+    model: str = option("diffusion", "model family to train (difflab.families.FAMILIES): diffusion, stylegan2, "
+                        "denoiser")
+    # Data
+    data: str = option("", "image folder, .zip archive, or a built-in dataset (mnist, cifar10, shapes)")
+    data_root: str = option("", "where built-in datasets are read from (mnist: the folder of IDX .gz files)")
+    image_size: int = option(64, "images are resized (shorter side) and centre-cropped to this many pixels", **POSITIVE)
+    image_channels: str = option("auto", "1 (grayscale), 3 (RGB) or auto (detected from the data)", ("auto", "1", "3"))
+    hflip: bool = option(True, "random horizontal flips")
+    rotate_degrees: float = option(0.0, "random rotation up to this many degrees (0 = off)", **NON_NEGATIVE)
+    jitter: float = option(0.0, "random brightness/contrast jitter strength, e.g. 0.1 (0 = off)", **FRACTION)
+    max_images: int = option(0, "use at most this many images (0 = all)", **NON_NEGATIVE)
+    # Budget
+    batch_size: int = option(64, "images per optimisation step, over all processes", **POSITIVE)
+    steps: int = option(20000, "optimisation steps to train for", **POSITIVE)
+    max_minutes: float = option(0.0, "stop after this many minutes of training, saving a checkpoint (0 = no limit)",
+                                **NON_NEGATIVE)
+    seed: int = option(0, "seed for initialisation, data order, noise and augmentation")
+    # Speed
+    mixed_precision: str = option("auto", "autocast precision; auto = bf16 on GPUs that support it and on CPUs "
+                                  "with bf16 matrix instructions (AMX or AVX-512-BF16), else no",
+                                  ("auto", "no", "fp16", "bf16"))
+    compile: str = option("auto", "torch.compile the network: on, off, or auto (on for CUDA when the run is planned "
+                          "for >= 2000 steps and >= 3 minutes: compiling takes ~80 s on an H100, then a step is "
+                          "~2.7x faster); falls back to eager if the compiler is unavailable", ("auto", "on", "off"))
+    cuda_graphs: str = option("auto", "record the network's forward and backward as CUDA graphs on one GPU: auto = "
+                              "with --compile (its reduce-overhead mode); on = also without it (the compiler's "
+                              "cudagraphs backend; measured no faster for eager kernels); off", ("auto", "on", "off"))
+    channels_last: bool = option(False, "channels-last memory layout on GPU. Off by default: eager bf16 passes ran "
+                                 "slower with it on an H100 (benchmarks/profile_gpu.py)")
+    workers: int = option(-1, "data-loading worker processes (-1 = automatic)", low=-1)
+    # Output
+    out: str = option("", "run folder: checkpoints, sample grids, metrics log and loss curve")
+    save_every: int = option(2000, "write a checkpoint and a sample grid every this many steps", **POSITIVE)
+    keep_checkpoints: int = option(3, "keep this many most recent checkpoints", **POSITIVE)
+    grid_images: int = option(64, "images in each sample grid", **NON_NEGATIVE)
+    log_every: int = option(50, "append to metrics.jsonl every this many steps", **POSITIVE)
+
+    def check(self) -> None:
         if not self.data:
             raise ConfigError("no data given: pass an image folder, a .zip archive or a built-in name (mnist, cifar10, shapes)")
         if not self.out:
             raise ConfigError("--out is required: the run folder for checkpoints and samples")
+
+
+@dataclass
+class DiffusionOptions:
+    """The diffusion family's own options: its U-Net, its noise process, its optimiser and EMA."""
+    # Network
+    channels: int = option(64, "U-Net base width (channels of the first level)", **POSITIVE)
+    dim_mults: str = option("1,2,4", "width multiplier per U-Net level; levels - 1 downsamplings")
+    res_blocks: int = option(2, "residual blocks per U-Net level", **POSITIVE)
+    attn_resolutions: str = option("16", "feature-map sizes that get self-attention, e.g. 16,8 ('' = none)")
+    attn_head_channels: int = option(64, "channels per self-attention head (widths above it must be multiples)",
+                                     **POSITIVE)
+    dropout: float = option(0.0, "dropout in the residual blocks", **FRACTION)
+    # Diffusion
+    timesteps: int = option(1000, "number of diffusion steps T", low=2)
+    beta_schedule: str = option("cosine", "noise schedule", ("linear", "cosine", "sigmoid"))
+    objective: str = option("pred_v", "what the network predicts", ("pred_noise", "pred_x0", "pred_v"))
+    loss_weighting: str = option("min_snr", "per-timestep loss weighting", ("none", "min_snr"))
+    min_snr_gamma: float = option(5.0, "gamma of min-SNR weighting", **POSITIVE)
+    clip: str = option("static", "clipping of the predicted clean image when sampling", ("static", "dynamic", "none"))
+    # Optimisation
+    lr: float = option(2e-4, "peak learning rate of AdamW", low=0, high=1, low_inclusive=False, high_inclusive=False)
+    warmup_steps: int = option(200, "linear learning-rate warm-up", **NON_NEGATIVE)
+    lr_decay: str = option("none", "after warm-up: keep --lr (none), or decay it to zero at the end of the budget "
+                           "(--steps, or --max-minutes when that comes first)", ("none", "cosine", "linear"))
+    weight_decay: float = option(0.0, "AdamW weight decay", **NON_NEGATIVE)
+    adam_beta2: float = option(0.99, "AdamW beta2", **FRACTION)
+    grad_clip: float = option(1.0, "clip the gradient norm to this (0 = off)", **NON_NEGATIVE)
+    grad_accum: int = option(1, "gradient accumulation: micro-batches per optimisation step", **POSITIVE)
+    ema_decay: float = option(0.999, "decay of the exponential moving average of the weights used for sampling",
+                              **FRACTION)
+    ema_every: int = option(1, "update the EMA every this many steps", **POSITIVE)
+    ema_warmup_steps: int = option(100, "0 = off; any other value switches on the EMA warm-up, decay = "
+                                        "min(decay, (1 + n) / (10 + n)) at update n, so --ema-decay 0.995 takes "
+                                        "effect only after ~1,800 updates (the value itself is not a step count)",
+                                   **NON_NEGATIVE)
+    grid_sampler_steps: int = option(50, "DDIM steps for the sample grids", **POSITIVE)
+
+    def dim_mults_tuple(self) -> tuple[int, ...]:
+        return parse_int_tuple(self.dim_mults, "--dim-mults", allow_empty=False)
+
+    def attn_resolutions_tuple(self) -> tuple[int, ...]:
+        return parse_int_tuple(self.attn_resolutions, "--attn-resolutions", allow_empty=True)
+
+    def check(self) -> None:
+        if self.batch_size % self.grad_accum:
+            raise ConfigError(f"--batch-size ({self.batch_size}) must be divisible by --grad-accum ({self.grad_accum})")
         self.dim_mults_tuple()
         self.attn_resolutions_tuple()
-        return self
 
 
-def coerce_options(values: dict[str, Any], source: str) -> dict[str, Any]:
+@dataclass
+class TrainConfig(DiffusionOptions, RunOptions):
+    """A diffusion run's options: the run's (RunOptions) and the family's (DiffusionOptions).
+    Other families combine RunOptions with their own option set the same way
+    (`difflab.families.config_class`)."""
+
+
+def coerce_options(values: dict[str, Any], source: str, options: type | None = None) -> dict[str, Any]:
     """Option names (dashes or underscores) and values from a file or the command line,
-    checked against TrainConfig's fields and converted to their types."""
-    known = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    checked against the fields of `options` (default: TrainConfig) and converted to their types."""
+    known = {f.name: f for f in dataclasses.fields(options or TrainConfig)}
     coerced = {}
     for key, value in values.items():
         name = key.replace("-", "_")
@@ -165,41 +207,106 @@ def parse_int_tuple(text: str, option: str, allow_empty: bool) -> tuple[int, ...
 
 
 def _coerce(f: dataclasses.Field, value: Any, source: str) -> Any:
-    """Config-file values to the field's type ('1,2,4' or [1, 2, 4] for tuples-as-strings)."""
+    """Config-file values to the field's type ('1,2,4' or [1, 2, 4] for tuples-as-strings).
+
+    Nothing is silently changed: a bool is not an int (YAML `true` for --batch-size), a float
+    with a fraction is not an int (8.5), numbers must be finite (TOML 1e400 is inf), and a bool
+    option takes true/false (or the words 1/0, yes/no, on/off), not a number."""
     kind = type(f.default)
-    try:
-        if kind is bool:
-            if isinstance(value, str):
-                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError(value)
-                return value.lower() in ("true", "1", "yes")
-            return bool(value)
-        if kind is str and isinstance(value, (list, tuple)):
+
+    def reject(expected: str = f"a {kind.__name__}") -> ConfigError:
+        return ConfigError(f"{source}: {flag_name(f.name)} expects {expected}; got {value!r}")
+
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+            return value.strip().lower() in _TRUE
+        raise reject("true or false")
+    if kind is int:
+        if isinstance(value, bool):
+            raise reject("a whole number, not true/false")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float):
+            if value != value or value in (float("inf"), float("-inf")):
+                raise reject("a finite whole number")
+            if not value.is_integer():
+                raise reject("a whole number (no fraction)")
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                raise reject("a whole number") from None
+        raise reject("a whole number")
+    if kind is float:
+        if isinstance(value, bool):
+            raise reject("a number, not true/false")
+        try:
+            number = float(value) if isinstance(value, (int, float, str)) else None
+        except (ValueError, OverflowError):
+            number = None
+        if number is None:
+            raise reject("a number")
+        if number != number or number in (float("inf"), float("-inf")):
+            raise reject("a finite number")
+        return number
+    if kind is str:
+        if isinstance(value, bool):
+            choices = f.metadata.get("choices") or ()
+            if "on" in choices and "off" in choices:  # YAML 1.1 reads on/off as true/false
+                return "on" if value else "off"
+            raise reject("a text value, not true/false")
+        if isinstance(value, (list, tuple)):
             return ",".join(str(v) for v in value)
-        if kind is float and isinstance(value, int):
-            return float(value)
+        if isinstance(value, (str, int, float)):
+            return str(value)
+        raise reject("a text value")
+    try:
         return kind(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{source}: {flag_name(f.name)} expects a {kind.__name__}; got {value!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise reject() from None
+
+
+_TRUE = ("true", "1", "yes", "on")
+_FALSE = ("false", "0", "no", "off")
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a TOML (.toml) or YAML (.yaml/.yml) file of options; a [train] table is also accepted."""
+    """Read a TOML (.toml) or YAML (.yaml/.yml) file of options; a [train] table is also accepted.
+    A file that cannot be read or parsed is a ConfigError naming the file and, where known, the line."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"--config: no such file {str(path)!r}")
-    text = path.read_text()
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"--config: cannot read {path}: {error}") from None
     if path.suffix == ".toml":
         try:
             import tomllib
         except ModuleNotFoundError:  # Python 3.10
             import tomli as tomllib
-        values = tomllib.loads(text)
+        try:
+            values = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"--config: {path} is not valid TOML: {error}") from None
     elif path.suffix in (".yaml", ".yml"):
         import yaml
-        values = yaml.safe_load(text) or {}
+        try:
+            values = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            where = getattr(error, "problem_mark", None)
+            line = f" (line {where.line + 1}, column {where.column + 1})" if where is not None else ""
+            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+            raise ConfigError(f"--config: {path} is not valid YAML{line}: {problem}") from None
+        values = {} if values is None else values
     else:
         raise ConfigError(f"--config must be a .toml, .yaml or .yml file; got {str(path)!r}")
     if not isinstance(values, dict):
         raise ConfigError(f"--config: {path} must hold a table of options")
-    return values.get("train", values)
+    values = values.get("train", values)
+    if not isinstance(values, dict):
+        raise ConfigError(f"--config: the [train] table of {path} must hold options, not {type(values).__name__}")
+    return values

@@ -1,5 +1,7 @@
-"""`difflab compare RUN --samplers ddpm:1000,ddim:50,... -n N --real FOLDER --out study/`:
-the DDPM-versus-DDIM study, timed and scored, as results.json, results.md and a plot."""
+"""`difflab compare RUN [RUN ...] --samplers ddpm:1000,ddim:50,... -n N --real FOLDER --out study/`:
+the DDPM-versus-DDIM study, timed and scored, as results.json, results.md and a plot. Runs of
+several model families (a StyleGAN2 run beside a diffusion run) share one table: each model turns
+the options into its own rows (ImageGenerator.study_settings), all scored the same way."""
 from __future__ import annotations
 
 import argparse
@@ -24,10 +26,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Generate the same seeds with each sampler setting, time the sampling (warm-up excluded) and "
                     "score each set against --real. Writes OUT/<setting>/1.png ..., OUT/results.json, "
                     "OUT/results.md and OUT/quality_vs_time.png.")
-    parser.add_argument("run", help="run folder made by `difflab train`, or a ckpt-*.safetensors file")
+    parser.add_argument("runs", nargs="+", metavar="RUN",
+                        help="run folders made by `difflab train` (or ckpt-*.safetensors files), of any model family: "
+                             "every row of every run goes into one table, scored the same way")
     parser.add_argument("--samplers", default=DEFAULT_SAMPLERS,
-                        help=f"{SPEC_HELP}; 'ddpm' alone means all of the model's timesteps "
+                        help=f"diffusion runs: {SPEC_HELP}; 'ddpm' alone means all of the model's timesteps "
                              f"(default {DEFAULT_SAMPLERS})")
+    parser.add_argument("--truncations", default="1", metavar="PSI,PSI,...",
+                        help="GAN runs: one row per truncation psi (default 1 = none, the honest setting; e.g. 1,0.75)")
     parser.add_argument("-n", "--num-images", type=int, default=1000, help="images per setting (default 1000)")
     parser.add_argument("--real", help="real images (folder, .zip) or .npz statistics to score against; "
                                        "without it only speed is measured")
@@ -43,8 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from difflab.experiments.scoring import Scorer
-    from difflab.experiments.study import (TIMING_NOTE, GenerationSettings, generate_row, parse_sampler_specs,
-                                           warm_up)
+    from difflab.experiments.study import TIMING_NOTE, GenerationSettings, generate_row, warm_up
     from difflab.experiments.study_results import (RESULTS_JSON, results_document, results_markdown,
                                                    write_results_json, write_results_markdown)
     from difflab.generation.fast import network_passes
@@ -56,37 +61,52 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--out {out} already holds a study ({RESULTS_JSON}); pass --overwrite or choose another")
     if args.num_images < 1 or args.batch_size < 1:
         raise ConfigError("-n and --batch-size must be at least 1")
-    loaded = load_for_generation(args)
-    specs = parse_sampler_specs(args.samplers, loaded.schedule.timesteps)
-    precision = resolve_precision(args.precision, loaded.device)
-    passes = sum(network_passes(args.num_images, args.batch_size, spec.steps) for spec in specs)
-    loaded = speed_up(loaded, args, precision, passes)
+    models = []
+    for run_path in args.runs:  # every model and its rows first, so a bad option fails before any sampling
+        args.run = run_path
+        loaded = load_for_generation(args)
+        models.append((run_path, loaded, loaded.study_settings(samplers=args.samplers, truncations=args.truncations)))
+    precision = resolve_precision(args.precision, models[0][1].device)
+    models = [(run_path, speed_up(loaded, args, precision,
+                                  sum(network_passes(args.num_images, args.batch_size, spec.steps) for spec in specs)),
+               specs) for run_path, loaded, specs in models]
     # The real set is measured first, so a bad --real or --features fails before hours of sampling.
-    scorer = Scorer(args.real, scoring_options(args, loaded.device)) if args.real else None
+    scorer = Scorer(args.real, scoring_options(args, models[0][1].device)) if args.real else None
     settings = GenerationSettings(args.num_images, args.batch_size, args.seed, precision, args.spacing, args.clip,
                                   args.format, args.overwrite, not args.no_progress)
-    warm_up_seconds = warm_up(loaded, min(args.batch_size, args.num_images), precision)
-    setup = {"run": str(args.run), "checkpoint": str(loaded.checkpoint), "step": loaded.step,
-             "device": str(loaded.device), "precision": precision, "speed": loaded.speed.describe(),
-             "batch_size": args.batch_size, "guidance": loaded.guidance,
-             "num_images": args.num_images, "seed": args.seed, "spacing": args.spacing, "timing": TIMING_NOTE,
-             "warm_up_seconds": warm_up_seconds}
+    several = len(models) > 1
+    setups = []
+    for index, (run_path, loaded, _) in enumerate(models):
+        setups.append({"run": str(run_path), "model": loaded.family, "checkpoint": str(loaded.checkpoint),
+                       "step": loaded.step, "speed": loaded.speed.describe() if loaded.speed else "plain",
+                       "guidance": getattr(loaded, "guidance", None),
+                       "warm_up_seconds": warm_up(loaded, min(args.batch_size, args.num_images), precision)})
+    first = setups[0]
+    setup = {**{key: first[key] for key in ("run", "checkpoint", "step", "speed", "guidance", "warm_up_seconds")},
+             "models": setups, "device": str(models[0][1].device), "precision": precision,
+             "batch_size": args.batch_size, "num_images": args.num_images, "seed": args.seed, "spacing": args.spacing,
+             "timing": TIMING_NOTE}
     scoring = scorer.describe() if scorer else None
-    rows, previews = [], []
-    for spec in specs:
-        row, preview = generate_row(loaded, spec, settings, out / spec.folder_name)
-        if scorer is not None:
-            row.metrics = scorer.score(str(row.folder))
-        rows.append(row)
-        previews.append(preview)
-        # Written after every row, so a long study that is stopped keeps what it measured.
-        document = results_document(rows, setup, scoring)
-        write_results_json(document, out)
+    rows, previews, labels = [], [], []
+    for index, (run_path, loaded, specs) in enumerate(models):
+        prefix = f"{index + 1}-{Path(run_path).name}-" if several else ""
+        for spec in specs:
+            row, preview = generate_row(loaded, spec, settings, out / f"{prefix}{spec.folder_name}")
+            row.model = setups[index]["model"] if several else None
+            row.run = str(run_path) if several else None
+            if scorer is not None:
+                row.metrics = scorer.score(str(row.folder))
+            rows.append(row)
+            previews.append(preview)
+            labels.append(f"{Path(run_path).name} {spec.label}" if several else spec.label)
+            # Written after every row, so a long study that is stopped keeps what it measured.
+            document = results_document(rows, setup, scoring)
+            write_results_json(document, out)
 
     write_results_markdown(document, out)
     plot_quality_vs_time(document, out / PLOT)
-    figure = labelled_grid(torch.stack(previews), [f"#{i + 1}" for i in range(len(previews[0]))],
-                           [spec.label for spec in specs], scale=auto_scale(loaded.config.image_size))
+    figure = labelled_grid(torch.stack(previews), [f"#{i + 1}" for i in range(len(previews[0]))], labels,
+                           scale=auto_scale(models[0][1].image_shape()[-1]))
     figure.save(out / SAME_SEEDS_FIGURE)
     print(results_markdown(document))
     print(f"difflab: wrote {out / RESULTS_JSON}, {out / 'results.md'}, {out / PLOT} and {out / SAME_SEEDS_FIGURE}")

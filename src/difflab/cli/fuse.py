@@ -13,6 +13,7 @@ from pathlib import Path
 from difflab.cli.sample import add_sampler_options, load_for_generation, resolve_precision, speed_up
 from difflab.cli.scoring_options import add_scoring_options, scoring_options
 from difflab.errors import ConfigError
+from difflab.families import require_family
 
 METHOD_HELP = ("noise-mix (default, the homework): noise both images to --t with q_sample, mix with weight "
                "lambda, denoise from --t; ddim-slerp: DDIM-invert both, slerp the latents, DDIM-decode")
@@ -36,6 +37,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--noise", choices=NOISE_MODES, default="shared",
                         help="noise-mix: one noise for both images (default; the mixture then has exactly the "
                              "noise level of --t) or independent noises (the mix has less noise than --t implies)")
+    parser.add_argument("--seeds", metavar="A,B", default=None,
+                        help="GAN runs: interpolate between the faces of seeds A and B in W space (a GAN has no "
+                             "encoder to map given images into its latent space); with --lams for the strip")
+    parser.add_argument("--truncation", type=float, default=1.0, metavar="PSI",
+                        help="GAN runs, with --seeds: truncation psi of both ends (default 1 = none)")
     parser.add_argument("--pairs", type=int, default=None, help="batch mode: fuse this many random pairs")
     parser.add_argument("--from", dest="source", metavar="FOLDER", help="batch mode: images (folder or .zip)")
     parser.add_argument("--out", required=True, help="image or strip file; a folder in batch mode")
@@ -62,6 +68,12 @@ def run(args: argparse.Namespace) -> int:
     from difflab.experiments.fusion import FusionSettings
 
     loaded = load_for_generation(args)
+    if args.seeds is not None:
+        return run_seeds(args, loaded)
+    require_family(loaded, "diffusion", "fuse with images (noise, mix, denoise)",
+                   hint="A GAN has no encoder to map your images into its latent space; it interpolates between "
+                        "two generated faces in W space instead: difflab fuse RUN --seeds A,B --lams 0,0.25,0.5,0.75,1 "
+                        "--out strip.png")
     precision = resolve_precision(args.precision, loaded.device)
     loaded = speed_up(loaded, args, precision, 0)  # few passes: never worth a compile under auto
     settings = FusionSettings(args.method, args.t, args.noise, args.sampler, args.steps, args.eta, args.spacing,
@@ -70,6 +82,32 @@ def run(args: argparse.Namespace) -> int:
     if args.pairs is not None:
         return run_pairs(args, loaded, settings)
     return run_single(args, loaded, settings)
+
+
+def run_seeds(args: argparse.Namespace, loaded) -> int:
+    """`--seeds A,B`: the strip between two generated images, by the generator's own latent
+    interpolation (a GAN's: a straight line in W; ImageGenerator.interpolate_seeds)."""
+    from difflab.viz.figures import auto_scale, labelled_grid
+
+    if args.images or args.pairs is not None:
+        raise ConfigError("--seeds A,B interpolates between two generated images: give no IMAGE arguments or --pairs")
+    interpolate = getattr(loaded, "interpolate_seeds", None)
+    if interpolate is None:
+        raise ConfigError(f"--seeds: a {loaded.family} run has no latent interpolation here; fuse two images instead")
+    try:
+        seed_a, seed_b = (int(part) for part in args.seeds.split(","))
+    except ValueError:
+        raise ConfigError(f"--seeds must be two integers A,B such as 3,17; got {args.seeds!r}") from None
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise ConfigError(f"--out: {out} exists; pass --overwrite to replace it")
+    lams = parse_lams(args.lams) if args.lams else [0.0, args.lam, 1.0]
+    images = interpolate(seed_a, seed_b, lams, truncation=args.truncation)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    labelled_grid(images[None], [f"{lam:g}" for lam in lams], [f"seeds {seed_a}->{seed_b}"],
+                  scale=args.scale or auto_scale(images.shape[-1])).save(out)
+    print(f"difflab: wrote {out}: seed {seed_a} to seed {seed_b} in W space at lams {', '.join(f'{l:g}' for l in lams)}")
+    return 0
 
 
 def run_single(args: argparse.Namespace, loaded, settings) -> int:

@@ -6,11 +6,15 @@ sets `func` (called with the parsed namespace; returns an exit code).
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
+import warnings
 
 from difflab import __version__
 from difflab.errors import ConfigError, DataError
+
+_DEFAULT_FORMAT_WARNING = warnings.formatwarning
 
 # Order here is the order in `difflab --help`.
 COMMAND_MODULES = [
@@ -19,6 +23,7 @@ COMMAND_MODULES = [
     "difflab.cli.demo",
     "difflab.cli.evaluate",
     "difflab.cli.progress", "difflab.cli.fuse", "difflab.cli.compare", "difflab.cli.report",
+    "difflab.cli.export",
 ]
 
 
@@ -34,7 +39,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """difflab's own warnings (`difflab: ...`) as one plain line; others as usual."""
+    text = str(message)
+    if text.startswith("difflab:"):
+        return text + "\n"
+    return _DEFAULT_FORMAT_WARNING(message, category, filename, lineno, line)
+
+
 def main(argv: list[str] | None = None) -> int:
+    warnings.formatwarning = _format_warning  # printing only: recording (pytest, catch_warnings) is unaffected
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -47,9 +61,55 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as error:
         print(f"difflab: error: {error}", file=sys.stderr)
         return 1
+    except OSError as error:
+        if error.errno not in STORAGE_ERRNOS:
+            raise
+        print(f"difflab: error: {storage_error_message(error, args)}", file=sys.stderr)
+        return 1
+    except Exception as error:
+        from difflab.training import NonFiniteLossError
+        if not isinstance(error, NonFiniteLossError):
+            raise
+        print(f"difflab: error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("difflab: interrupted", file=sys.stderr)
         return 130
+
+
+# Errors of the storage, not of difflab: full disk or quota, read-only file system, no permission,
+# a file too large, an I/O error. They end a command with one line, not a traceback.
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG, errno.EIO}
+
+
+def storage_error_message(error: OSError, args: argparse.Namespace) -> str:
+    """One line: what failed, where, and what was kept (for train, the last checkpoint)."""
+    what = error.strerror or str(error)
+    where = f" writing {error.filename}" if error.filename else ""
+    hint = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some space (disk quota exceeded)",
+            errno.EROFS: "choose a writable --out", errno.EACCES: "check the permissions or choose another --out",
+            errno.EPERM: "check the permissions or choose another --out"}.get(error.errno, "check the disk")
+    kept = ""
+    if getattr(args, "command", None) == "train":
+        kept = f"; kept: {_last_checkpoint(args)}"
+        hint += ", then continue with --resume"
+    return f"{what}{where}; {hint}{kept}"
+
+
+def _last_checkpoint(args: argparse.Namespace) -> str:
+    import warnings
+    from pathlib import Path
+
+    out = getattr(args, "out", None)
+    if not out:
+        return "the run folder's checkpoints (see --out)"
+    from difflab.training.checkpoint import find_checkpoint
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return f"the last checkpoint, {find_checkpoint(Path(out) / 'checkpoints')}"
+    except (DataError, OSError):
+        return "no checkpoint had been written yet"
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from difflab.families import require_family
 from difflab.cli.sample import add_sampler_options, load_for_generation, resolve_precision, speed_up
 from difflab.errors import ConfigError
 
@@ -53,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     if args.scale is not None and args.scale < 1:
         raise ConfigError(f"--scale must be at least 1; got {args.scale}")
     loaded = load_for_generation(args)
+    require_family(loaded, "diffusion", "progress (frames of the reverse diffusion process)")
     visited = visited_timesteps(loaded.schedule.timesteps, args.sampler, args.steps, args.spacing)
     if args.at:
         frame_indices = frames_at_timesteps(visited, parse_timesteps(args.at))

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import argparse
-import json
+import math
 import time
 from pathlib import Path
 
@@ -10,7 +10,7 @@ import torch
 from tqdm.auto import tqdm
 
 from difflab.diffusion import CLIPPING
-from difflab.errors import ConfigError
+from difflab.errors import ConfigError, DataError
 from difflab.generation.generate import SAMPLER_NAMES, sampler_label, sampler_steps
 from difflab.generation.guide import AUTO_GUIDE_FRACTION, DEFAULT_GUIDANCE, GUIDE_MIN_T_SHARE
 from difflab.generation.fast import COMPILE_AUTO_MIN_PASSES, SWITCH, network_passes, resolve_sampling_speed
@@ -24,10 +24,10 @@ def add_sampler_options(parser: argparse.ArgumentParser, default_sampler: str | 
     """Options shared by every command that samples with one sampler (sample, progress, fuse)."""
     parser.add_argument("--sampler", choices=SAMPLER_NAMES, default=default_sampler,
                         help=f"{sampler_help}; dpmpp-2m = DPM-Solver++(2M), second order, for few steps")
-    parser.add_argument("--steps", type=int, default=None,
+    parser.add_argument("--steps", type=positive_int, default=None,
                         help="steps of ddim (default 50) or dpmpp-2m (default 20); DDPM always runs all of the "
                              "model's timesteps")
-    parser.add_argument("--eta", type=float, default=0.0,
+    parser.add_argument("--eta", type=finite_non_negative, default=0.0,
                         help="noise of ddim and dpmpp-2m: 0 deterministic, 1 DDPM-like (default 0)")
     add_generation_options(parser)
 
@@ -41,7 +41,7 @@ def add_generation_options(parser: argparse.ArgumentParser | argparse._ArgumentG
     parser.add_argument("--weights", choices=("ema", "model"), default="ema", help="EMA (default) or raw weights")
     parser.add_argument("--device", default=None, help="cuda, cpu, cuda:1 ... (default: cuda if available)")
     parser.add_argument("--precision", choices=("auto", "no", "bf16", "fp16"), default="auto",
-                        help="autocast (default auto = bf16 on GPUs and AMX CPUs, else fp32); on a GPU, bf16/fp16 "
+                        help="autocast (default auto = bf16 on GPUs and on CPUs with AMX or AVX-512 BF16, else fp32); on a GPU, bf16/fp16 "
                              "run a bf16/fp16 copy of the weights")
     parser.add_argument("--compile", choices=SWITCH, default="auto",
                         help="torch.compile the network (auto: on a GPU when the job runs >= "
@@ -62,9 +62,10 @@ def add_generation_options(parser: argparse.ArgumentParser | argparse._ArgumentG
                              f"(default {GUIDE_MIN_T_SHARE:g} x the model's --timesteps, e.g. 100 of 1000; 0 = guide every step)")
 
 
-def load_for_generation(args: argparse.Namespace) -> "LoadedModel":
-    """The model that --run, --weights, --device, --guide and --guidance describe."""
-    from difflab.generation import load_model
+def load_for_generation(args: argparse.Namespace):
+    """The model that --run, --weights, --device, --guide and --guidance describe: any family's
+    generator (difflab.families.load_generator); autoguidance needs a diffusion model."""
+    from difflab.families import load_generator, require_family
     from difflab.generation.guide import check_guide_fraction, check_guide_min_t, with_autoguidance
     if args.guidance is not None and not args.guide:
         raise ConfigError("--guidance needs --guide (a checkpoint file, or auto)")
@@ -77,11 +78,19 @@ def load_for_generation(args: argparse.Namespace) -> "LoadedModel":
         check_guide_fraction(args.guide_fraction)  # before any model is read
     if args.guide_min_t is not None:
         check_guide_min_t(args.guide_min_t)
-    loaded = load_model(args.run, device=args.device, weights=args.weights)
+    loaded = load_generator(args.run, device=args.device, weights=args.weights)
     if args.guide:
+        require_family(loaded, "diffusion", "--guide (autoguidance)")
         loaded = with_autoguidance(loaded, args.guide, args.guidance or DEFAULT_GUIDANCE, args.weights,
                                    args.guide_fraction or AUTO_GUIDE_FRACTION, args.guide_min_t)
     return loaded
+
+
+def sampling_options(args: argparse.Namespace) -> dict:
+    """The family-specific sampling options as keywords for ImageGenerator.generate/describe:
+    each family takes those it knows and refuses the others' when they are set."""
+    return {"sampler": args.sampler, "steps": args.steps, "eta": args.eta, "spacing": args.spacing,
+            "clip": args.clip, "truncation": getattr(args, "truncation", None)}
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -104,41 +113,121 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--format", choices=("jpg", "png"), default="jpg", help="image file format (default jpg)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing files in --out")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_sampler_options(parser)
+    add_sampler_options(parser, default_sampler=None, sampler_help="diffusion runs; default: ddim")
+    parser.add_argument("--truncation", type=float, default=None, metavar="PSI",
+                        help="GAN runs only: the truncation psi of StyleGAN2 (default 1 = none, the honest setting "
+                             "for metrics; 0.75 trades diversity for typical-looking images)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from difflab.generation import generate_images, prepare_output_folder, write_numbered_images
-    from difflab.viz.grid import save_grid
+    from difflab.generation import prepare_output_folder, write_numbered_images
+    from difflab.generation.outputs import save_grid_atomically, write_manifest
 
+    if args.num_images <= 0:
+        raise ConfigError(f"-n must be positive; got {args.num_images}")
+    if args.batch_size <= 0:
+        raise ConfigError(f"--batch-size must be positive; got {args.batch_size}")
     loaded = load_for_generation(args)
+    check_finite_weights(loaded)
+    options = sampling_options(args)
+    label = loaded.describe(**options)  # also rejects options of another family
     out = prepare_output_folder(Path(args.out), args.num_images, args.format, args.overwrite)
     precision = resolve_precision(args.precision, loaded.device)
-    label = sampler_label(args.sampler, args.steps, loaded.schedule.timesteps)
     if loaded.guidance:
         label += (f", guided by step {loaded.guidance['guide_step']} at weight {loaded.guidance['weight']:g} "
                   f"from t = {loaded.guidance['min_t']} up")
-    passes = network_passes(args.num_images, args.batch_size, sampler_steps(args.sampler, args.steps,
-                                                                              loaded.schedule.timesteps))
-    loaded = speed_up(loaded, args, precision, passes)
+    loaded = speed_up(loaded, args, precision, loaded.network_passes(args.num_images, args.batch_size, **options))
     preview: list[torch.Tensor] = []
+    written: list[str] = []  # the manifest's list of images: evaluation measures exactly these
     started = time.perf_counter()
-    with tqdm(total=args.num_images, desc=f"sampling {label}", unit="img", disable=args.no_progress) as bar:
-        for first, images in generate_images(loaded, args.num_images, args.batch_size, args.sampler, args.steps,
-                                              args.eta, args.seed, precision, args.spacing, args.clip):
-            write_numbered_images(out, first, images, args.format)
-            preview.extend(images[: max(0, 64 - len(preview))])
-            bar.update(len(images))
-    seconds = time.perf_counter() - started
-    save_grid(torch.stack(preview), out / "grid.png")
-    manifest = {"previews": ["grid.png"], "run": str(loaded.checkpoint), "step": loaded.step, "sampler": label,
-                "eta": args.eta, "seed": args.seed, "num_images": args.num_images, "seconds": round(seconds, 3),
+    try:
+        with tqdm(total=args.num_images, desc=f"sampling {label}", unit="img", disable=args.no_progress) as bar:
+            for first, images in loaded.generate(args.num_images, args.batch_size, args.seed, precision, **options):
+                check_not_blank(images, first)
+                write_numbered_images(out, first, images, args.format, written=written)
+                preview.extend(images[: max(0, 64 - len(preview))])
+                bar.update(len(images))
+        seconds = time.perf_counter() - started
+        save_grid_atomically(torch.stack(preview), out / "grid.png")
+    except (OSError, DataError) as error:
+        partial = {"run": str(loaded.checkpoint), "family": getattr(loaded, "family", None), "step": loaded.step,
+                   "sampler": label, "seed": args.seed, "num_images": args.num_images, "format": args.format}
+        raise DataError(_partial_report(out, partial, written, error)) from None
+    manifest = {"previews": ["grid.png"], "run": str(loaded.checkpoint), "family": loaded.family, "step": loaded.step,
+                "sampler": label, "eta": args.eta, "truncation": options["truncation"] or 1.0, "seed": args.seed,
+                "num_images": args.num_images, "seconds": round(seconds, 3),
                 "images_per_second": round(args.num_images / seconds, 2), "device": str(loaded.device),
-                "precision": precision, "speed": loaded.speed.describe(), "weights": args.weights,
-                "guidance": loaded.guidance}
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+                "precision": precision, "speed": loaded.speed.describe() if loaded.speed else "plain",
+                "weights": args.weights, "guidance": loaded.guidance,
+                "format": args.format, "images": written, "complete": True}
+    write_manifest(out, manifest)
     print(f"difflab: wrote {args.num_images} images ({label}, {seconds:.1f} s, "
           f"{args.num_images / seconds:.1f} img/s) to {out}/1.{args.format} ... "
           f"{args.num_images}.{args.format}; preview grid: {out / 'grid.png'}")
     return 0
+
+
+# ---- checks that turn silent wrong values into messages ----------------------------------------
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number > 0 (`--steps 0` must not silently mean the default)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def finite_non_negative(text: str) -> float:
+    """argparse type: a finite number >= 0 (`--eta nan` must not give black images)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def check_finite_weights(loaded) -> None:
+    """DataError when the loaded weights hold NaN or infinity (a diverged run's checkpoint)."""
+    network = getattr(loaded, "network", None)
+    if not isinstance(network, torch.nn.Module):
+        return
+    bad = [name for name, tensor in network.state_dict().items()
+           if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    if bad:
+        raise DataError(f"{loaded.checkpoint} holds NaN or infinite weights ({', '.join(bad[:3])}"
+                        f"{' ...' if len(bad) > 3 else ''}): the run diverged before it was saved; sample an "
+                        "earlier checkpoint (ckpt-*.safetensors) instead")
+
+
+def check_not_blank(images: torch.Tensor, first: int) -> None:
+    """A batch that is entirely 0 (black) is what NaN outputs become in uint8: fail instead of
+    writing black images. (Non-finite values are best caught before the uint8 conversion, in
+    generation; this is the backstop on what reaches the files.)"""
+    if images.numel() and not bool(images.any()):
+        raise DataError(f"images {first + 1} ... {first + len(images)} came out entirely black, which is what NaN "
+                        "outputs become; the checkpoint or the sampler settings produce non-finite values "
+                        "(try --precision no, or an earlier checkpoint)")
+
+
+def _partial_report(out: Path, manifest: dict, written: list[str], error: Exception) -> str:
+    """Record what was written before `error` (a manifest marked incomplete, if the disk allows)
+    and say so in one line."""
+    from difflab.generation.outputs import write_manifest
+
+    manifest = {**manifest, "previews": [], "images": written, "complete": False, "error": str(error)}
+    try:
+        write_manifest(out, manifest)
+        recorded = f"; {MANIFEST} lists them and is marked incomplete"
+    except OSError:
+        recorded = f"; {MANIFEST} could not be written either"
+    reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+    where = f" ({error.filename})" if isinstance(error, OSError) and error.filename else ""
+    kept = (f"{len(written)} complete image(s) were kept ({written[0]} ... {written[-1]})" if written
+            else "no image was written")
+    return f"sampling stopped: {reason}{where}. {kept}, no partial file{recorded}"

@@ -22,6 +22,15 @@ from difflab.errors import DataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
+# Zip-bomb guards, checked on a member's declared sizes before a byte is decompressed (zipfile
+# stops at the declared size, so a member cannot expand beyond it). No real image file is
+# near 256 MiB; Pillow's decompression-bomb limit then covers the pixels.
+MAX_IMAGE_FILE_BYTES = 256 * 2**20
+# Compression ratio above which a member larger than MIN_BOMB_CHECK_BYTES is refused: JPEG and
+# PNG barely compress further (ratios near 1); a 3 GiB member in 14 MB is ~230x.
+MAX_COMPRESSION_RATIO = 100
+MIN_BOMB_CHECK_BYTES = 8 * 2**20
+
 # What a broken, truncated or mislabelled file raises while PIL decodes it.
 # Anything else is a bug in difflab and is left to propagate.
 DECODE_ERRORS = (
@@ -91,8 +100,27 @@ def read_image(ref: ImageRef, zip_cache: ZipCache | None = None, min_size: int |
 def read_bytes(ref: ImageRef, zip_cache: ZipCache | None = None) -> bytes:
     """The encoded file contents, from disk or from the (cached, open) archive."""
     if ref.container is None:
+        size = os.stat(ref.name).st_size
+        if size > MAX_IMAGE_FILE_BYTES:
+            raise ValueError(f"{size / 2**20:,.0f} MiB is too large for an image file "
+                             f"(limit {MAX_IMAGE_FILE_BYTES // 2**20} MiB); skipped")
         return Path(ref.name).read_bytes()
-    return _open_archive(ref.container, zip_cache).read(ref.name)
+    archive = _open_archive(ref.container, zip_cache)
+    check_zip_member(archive.getinfo(ref.name))
+    return archive.read(ref.name)
+
+
+def check_zip_member(info: zipfile.ZipInfo) -> None:
+    """ValueError (a decode error: the member is reported and skipped) when a zip member declares
+    an uncompressed size or a compression ratio no image has: a zip bomb, or a mislabelled file."""
+    declared, packed = info.file_size, max(info.compress_size, 1)
+    if declared > MAX_IMAGE_FILE_BYTES:
+        raise ValueError(f"zip member declares {declared / 2**20:,.0f} MiB uncompressed (limit "
+                         f"{MAX_IMAGE_FILE_BYTES // 2**20} MiB for an image); skipped unread as a possible zip bomb")
+    if declared > MIN_BOMB_CHECK_BYTES and declared / packed > MAX_COMPRESSION_RATIO:
+        raise ValueError(f"zip member expands {declared / packed:,.0f}-fold ({packed:,} -> {declared:,} bytes; "
+                         f"images compress at most ~{MAX_COMPRESSION_RATIO}-fold); skipped unread as a possible "
+                         "zip bomb")
 
 
 def try_read_image(ref: ImageRef, mode: str | None = None) -> tuple[Image.Image | None, str | None]:
@@ -138,11 +166,32 @@ def iter_images(
 
 
 def _list_folder(folder: Path) -> list[ImageRef]:
+    """Images under `folder`, following symlinked sub-folders; a link back to a folder already
+    being walked (a loop) or already walked is skipped, so each real folder is read once."""
     found = []
-    for directory, subdirs, files in os.walk(folder):
-        subdirs[:] = [name for name in subdirs if not _is_hidden(name)]
+    seen = set()
+    for directory, subdirs, files in os.walk(folder, followlinks=True):
+        try:
+            stat = os.stat(directory)
+        except OSError:
+            subdirs[:] = []
+            continue
+        identity = (stat.st_dev, stat.st_ino)
+        if identity in seen:  # reached again through a link: its images are already listed
+            subdirs[:] = []
+            continue
+        seen.add(identity)
+        subdirs[:] = [name for name in subdirs if not _is_hidden(name) and _new_folder(Path(directory, name), seen)]
         found += [Path(directory, name) for name in files if not _is_hidden(name) and _is_image_name(name)]
     return [ImageRef(None, str(path)) for path in sorted(found)]
+
+
+def _new_folder(path: Path, seen: set[tuple[int, int]]) -> bool:
+    try:
+        stat = os.stat(path)
+    except OSError:  # a dangling link
+        return False
+    return (stat.st_dev, stat.st_ino) not in seen
 
 
 def _list_zip(archive: Path) -> list[ImageRef]:

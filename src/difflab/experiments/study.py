@@ -18,8 +18,8 @@ import torch
 from tqdm.auto import tqdm
 
 from difflab.errors import ConfigError
-from difflab.generation import (SAMPLER_NAMES, LoadedModel, autocast_for, generate_images, prepare_output_folder,
-                                run_sampler, write_numbered_images)
+from difflab.generation import (SAMPLER_NAMES, LoadedModel, autocast_for, prepare_output_folder, run_sampler,
+                                write_numbered_images)
 
 SPEC_PATTERN = re.compile(rf"^({'|'.join(map(re.escape, SAMPLER_NAMES))})(?::(\d+))?(?::eta=([0-9.]+))?$")
 SPEC_HELP = "comma-separated SAMPLER:STEPS[:eta=ETA], e.g. ddpm:1000,ddim:100,ddim:50:eta=1,dpmpp-2m:20"
@@ -30,19 +30,32 @@ PREVIEW_IMAGES = 8  # per row, for the side-by-side figure of the same seeds
 
 @dataclass(frozen=True)
 class SamplerSpec:
-    """One row of the study: a sampler, its number of steps and (DDIM) its eta."""
+    """One row of the study: a sampler, its number of steps and (DDIM) its eta. A model family
+    other than diffusion names its own setting in `sampler` (e.g. "stylegan2") and passes its
+    own sampling keywords in `options` (e.g. the truncation psi); `steps` is the network
+    evaluations per image."""
 
     sampler: str
     steps: int
     eta: float = 0.0
+    options: tuple[tuple[str, Any], ...] = ()  # generate() keywords of another family
+    name: str = ""  # overrides the label (another family's setting)
 
     @property
     def label(self) -> str:
-        return f"{self.sampler}:{self.steps}" + (f":eta={self.eta:g}" if self.eta else "")
+        return self.name or f"{self.sampler}:{self.steps}" + (f":eta={self.eta:g}" if self.eta else "")
 
     @property
     def folder_name(self) -> str:
+        if self.name:
+            return re.sub(r"[^A-Za-z0-9.-]+", "-", self.name).strip("-")
         return f"{self.sampler}-{self.steps}" + (f"-eta{self.eta:g}" if self.eta else "")
+
+    def generate_options(self) -> dict[str, Any]:
+        """Keywords for ImageGenerator.generate()."""
+        if self.options:
+            return dict(self.options)
+        return {"sampler": self.sampler, "steps": self.steps, "eta": self.eta}
 
 
 def parse_sampler_specs(text: str, timesteps: int) -> list[SamplerSpec]:
@@ -75,6 +88,8 @@ class StudyRow:
     seconds: float
     folder: Path
     metrics: dict[str, Any] = field(default_factory=dict)
+    model: str | None = None  # the family, when the study compares several runs
+    run: str | None = None
 
     @property
     def network_evaluations(self) -> int:
@@ -104,15 +119,21 @@ def timed(batches: Iterator[Any], device: torch.device) -> Iterator[tuple[float,
         yield time.perf_counter() - started, item
 
 
-def warm_up(loaded: LoadedModel, batch_size: int, precision: str) -> float:
-    """Two untimed DDIM steps on a full batch, so one-off start-up costs stay out of the rows."""
-    noise = torch.randn(batch_size, *loaded.image_shape(), device=loaded.device)
+def warm_up(loaded, batch_size: int, precision: str) -> float:
+    """An untimed full batch of the model's cheapest setting, so one-off start-up costs stay out
+    of the rows (a generator's own `warm_up`)."""
     synchronize(loaded.device)
     started = time.perf_counter()
-    with torch.inference_mode(), autocast_for(loaded.device, precision):
-        run_sampler(loaded, noise, "ddim", steps=2)
+    loaded.warm_up(batch_size, precision)
     synchronize(loaded.device)
     return time.perf_counter() - started
+
+
+def warm_up_diffusion(loaded: LoadedModel, batch_size: int, precision: str) -> None:
+    """Two DDIM steps on a full batch."""
+    noise = torch.randn(batch_size, *loaded.image_shape(), device=loaded.device)
+    with torch.inference_mode(), autocast_for(loaded.device, precision):
+        run_sampler(loaded, noise, "ddim", steps=2)
 
 
 @dataclass(frozen=True)
@@ -130,13 +151,14 @@ class GenerationSettings:
     progress: bool = True
 
 
-def generate_row(loaded: LoadedModel, spec: SamplerSpec, settings: GenerationSettings,
+def generate_row(loaded, spec: SamplerSpec, settings: GenerationSettings,
                  folder: Path) -> tuple[StudyRow, torch.Tensor]:
     """Write the row's numbered images to `folder`; the row (with its sampling time) and the
     first few images for the side-by-side figure."""
     prepare_output_folder(folder, settings.num_images, settings.image_format, settings.overwrite)
-    batches = generate_images(loaded, settings.num_images, settings.batch_size, spec.sampler, spec.steps, spec.eta,
-                              settings.seed, settings.precision, settings.spacing, settings.clip)
+    family_options = {"spacing": settings.spacing, "clip": settings.clip} if not spec.options else {}
+    batches = loaded.generate(settings.num_images, settings.batch_size, settings.seed, settings.precision,
+                              **spec.generate_options(), **family_options)
     seconds, preview = 0.0, []
     with tqdm(total=settings.num_images, desc=f"sampling {spec.label}", unit="img",
               disable=not settings.progress) as bar:

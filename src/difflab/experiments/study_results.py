@@ -30,6 +30,7 @@ def row_record(row: StudyRow, baseline: StudyRow) -> dict[str, Any]:
         "network_evaluations": row.network_evaluations,
         "speedup": baseline.seconds / row.seconds,
         "metrics": row.metrics,
+        **({"model": row.model, "run": row.run} if row.model else {}),
     }
 
 
@@ -78,13 +79,16 @@ def results_table(document: dict[str, Any]) -> tuple[list[str], list[list[str]],
     scoring = document.get("scoring") or {}
     distance = scoring.get("distance", "FD")
     extractor = f" ({scoring['extractor']})" if scoring.get("extractor") else ""
-    header = ["sampler", "steps", "eta", "network evals", "time (s)", "images/s",
+    several = any("model" in row for row in document["rows"])
+    header = (["run", "model"] if several else []) + ["sampler", "steps", "eta", "network evals", "time (s)", "images/s",
               f"speed-up vs {document['baseline']}", f"{distance}{extractor} ↓", "KID ↓", "AFD rate"]
     notes, rows = Notes(), []
     for row in document["rows"]:
         metrics = row["metrics"]
-        rows.append([DISPLAY_NAMES.get(row["sampler"], row["sampler"]), str(row["steps"]),
-                     "ancestral" if row["sampler"] == "ddpm" else f"{row['eta']:g}", f"{row['network_evaluations']:,}",
+        rows.append(([Path(row["run"]).name, row["model"]] if several else []) +
+                    [DISPLAY_NAMES.get(row["sampler"], row["label"]), str(row["steps"]),
+                     "ancestral" if row["sampler"] == "ddpm" else
+                     ("" if row["sampler"] not in DISPLAY_NAMES else f"{row['eta']:g}"), f"{row['network_evaluations']:,}",
                      f"{row['seconds']:.2f}", f"{row['images_per_second']:.1f}", f"{row['speedup']:.1f}×",
                      *(metric_cell(metrics.get(kind), notes, kind) for kind in ("distance", "kid", "afd"))])
     return header, rows, [f"[{number}] {reason}" for number, reason in enumerate(notes.reasons, 1)]
@@ -93,8 +97,10 @@ def results_table(document: dict[str, Any]) -> tuple[list[str], list[list[str]],
 def setup_lines(document: dict[str, Any]) -> list[str]:
     """The conditions every number in the table was measured under."""
     scoring = document.get("scoring") or {}
+    runs = document.get("models") or [document]
     lines = [
-        f"run: {document['run']} (checkpoint step {document['step']})",
+        "; ".join(f"run: {model['run']} (checkpoint step {model['step']}"
+                  + (f", {model['model']})" if "model" in model else ")") for model in runs),
         f"{document['num_images']:,} images per row, seed {document['seed']} for every row (same starting noise), "
         f"batch size {document['batch_size']}, device {document['device']}, precision {document['precision']}",
         f"timing: {document['timing']}",
@@ -109,9 +115,11 @@ def setup_lines(document: dict[str, Any]) -> list[str]:
 
 def results_markdown(document: dict[str, Any]) -> str:
     header, rows, notes = results_table(document)
-    lines = ["# DDPM versus DDIM", ""] + [f"- {line}" for line in setup_lines(document)] + [""]
+    title = "Model comparison" if len(document.get("models") or []) > 1 else "DDPM versus DDIM"
+    lines = [f"# {title}", ""] + [f"- {line}" for line in setup_lines(document)] + [""]
     lines.append("| " + " | ".join(header) + " |")
-    lines.append("|" + "|".join("---" if i < 3 else "---:" for i in range(len(header))) + "|")
+    text_columns = header.index("network evals")
+    lines.append("|" + "|".join("---" if i < text_columns else "---:" for i in range(len(header))) + "|")
     lines += ["| " + " | ".join(cells) + " |" for cells in rows]
     if notes:
         lines += [""] + [f"{note}  " for note in notes]

@@ -8,6 +8,7 @@ from torch import Tensor
 
 from difflab.errors import ConfigError
 from difflab.generation.model_io import LoadedModel
+from difflab.generation.outputs import check_finite
 from difflab.samplers import FEW_STEP_SAMPLERS, Callback, sample_ddpm
 from difflab.viz.grid import to_uint8
 
@@ -71,4 +72,5 @@ def generate_images(loaded: LoadedModel, count: int, batch_size: int = 250, samp
         noise = torch.randn(size, *loaded.image_shape(), device=device, generator=generator)
         with torch.inference_mode(), autocast_for(device, precision):
             images = run_sampler(loaded, noise, sampler, steps, eta, spacing, generator=generator, clip=clip)
+        check_finite(images)  # NaN weights or a bad option: a message, not black images
         yield first, to_uint8(images)

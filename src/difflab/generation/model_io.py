@@ -11,8 +11,9 @@ from torch import nn
 from difflab.build import as_config, build_network, build_schedule
 from difflab.config import TrainConfig
 from difflab.diffusion import Denoiser, DiffusionSchedule, make_denoiser
-from difflab.errors import ConfigError
-from difflab.training.checkpoint import load_checkpoint
+from difflab.errors import ConfigError, DataError
+from difflab.training.checkpoint import (check_parameter_count, count_parameters_without_allocating, load_checkpoint,
+                                         load_state_checked, validate_checkpoint_meta)
 
 if TYPE_CHECKING:
     from difflab.generation.fast import SamplingSpeed
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
 
 @dataclass
 class LoadedModel:
+    """A trained diffusion model: the diffusion family's generator (families/base.py's
+    ImageGenerator), sampled by any of the samplers."""
     network: nn.Module
     schedule: DiffusionSchedule
     config: TrainConfig
@@ -44,6 +47,43 @@ class LoadedModel:
     def image_shape(self) -> tuple[int, int, int]:
         return (self.image_channels, self.config.image_size, self.config.image_size)
 
+    # ---- the ImageGenerator interface (families/base.py) ------------------------------------------
+    family = "diffusion"
+
+    def generate(self, count: int, batch_size: int = 250, seed: int = 0, precision: str = "no",
+                 sampler: str | None = None, steps: int | None = None, eta: float = 0.0, spacing: str = "uniform",
+                 clip: str | None = None, truncation: float | None = None):
+        """generation.generate_images with this model; `truncation` is a GAN's and is refused."""
+        from difflab.generation.generate import generate_images
+        check_no_truncation(truncation)
+        return generate_images(self, count, batch_size, sampler or "ddim", steps, eta, seed, precision, spacing, clip)
+
+    def describe(self, sampler: str | None = None, steps: int | None = None, **_) -> str:
+        from difflab.generation.generate import sampler_label
+        return sampler_label(sampler or "ddim", steps, self.schedule.timesteps)
+
+    def network_passes(self, count: int, batch_size: int, sampler: str | None = None, steps: int | None = None,
+                       **_) -> int:
+        from difflab.generation.fast import network_passes
+        from difflab.generation.generate import sampler_steps
+        return network_passes(count, batch_size, sampler_steps(sampler or "ddim", steps, self.schedule.timesteps))
+
+
+    def warm_up(self, batch_size: int, precision: str) -> None:
+        from difflab.experiments.study import warm_up_diffusion
+        warm_up_diffusion(self, batch_size, precision)
+
+    def study_settings(self, samplers: str = "ddim:50", **_) -> list:
+        """The rows of `difflab compare` for this model: one per --samplers entry."""
+        from difflab.experiments.study import parse_sampler_specs
+        return parse_sampler_specs(samplers, self.schedule.timesteps)
+
+
+def check_no_truncation(truncation: float | None) -> None:
+    if truncation not in (None, 1.0):
+        raise ConfigError("--truncation applies to GAN runs (StyleGAN2's psi); a diffusion model's counterpart "
+                          "is autoguidance (--guide auto --guidance W)")
+
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -56,10 +96,22 @@ def load_model(path: str | Path, device: str | torch.device | None = None, weigh
         raise ConfigError(f"--weights must be ema or model; got {weights!r}")
     device = torch.device(device) if device else default_device()
     checkpoint = load_checkpoint(path, groups=(weights,))
-    config = as_config(checkpoint.config)
+    from difflab.families import checkpoint_family
+    family = checkpoint_family(checkpoint.config, checkpoint.meta)
+    if family != "diffusion":
+        raise DataError(f"{checkpoint.path} is a {family} run; this needs a diffusion model "
+                        "(`difflab sample`, `eval` and `compare` take either)")
+    # Everything is checked before anything is allocated: a stranger's file fails with a message.
+    validate_checkpoint_meta(checkpoint, groups=(weights,), meta_keys=("image_channels",))
+    try:
+        config = as_config(checkpoint.config)
+    except ConfigError as error:
+        raise DataError(f"{checkpoint.path}: its saved configuration is invalid ({error})") from None
     image_channels = int(checkpoint.meta["image_channels"])
+    check_parameter_count(count_parameters_without_allocating(lambda: build_network(config, image_channels)),
+                          str(checkpoint.path))
     network = build_network(config, image_channels)
-    network.load_state_dict(checkpoint.tensors[weights])
+    load_state_checked(network, checkpoint.tensors[weights], str(checkpoint.path))
     network.to(device).eval().requires_grad_(False)
     return LoadedModel(network, build_schedule(config, device), config, image_channels, checkpoint.step,
                        checkpoint.path)

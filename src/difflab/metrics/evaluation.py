@@ -7,6 +7,7 @@ thumbnails) is gathered in a single decoding pass.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 
 from difflab.data.files import ImageRef, list_images
+from difflab.errors import DataError
 from difflab.metrics.afd import FaceCounter, FaceDetector
 from difflab.metrics.extractors import Extractor
 from difflab.metrics.features import FeatureCollector
@@ -33,12 +35,34 @@ def is_statistics_file(path: str | Path) -> bool:
 
 
 def list_samples(source: str) -> list[ImageRef]:
-    """The images of `source`, less the preview files a `difflab sample` folder lists."""
+    """The images of `source`, less the preview files a `difflab sample` folder lists; where the
+    manifest lists its images, exactly those (stale files from an earlier run are not measured)."""
     refs = list_images(source)
-    manifest = Path(source) / SAMPLE_MANIFEST
-    if not manifest.is_file():
+    manifest_path = Path(source) / SAMPLE_MANIFEST
+    if not manifest_path.is_file():
         return refs
-    previews = {str((Path(source) / name).resolve()) for name in json.loads(manifest.read_text()).get("previews", [])}
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError) as error:
+        raise DataError(f"{manifest_path} is not readable JSON ({error}); delete it to measure every image "
+                        f"in {source}") from None
+    if not isinstance(manifest, dict):
+        raise DataError(f"{manifest_path} is not a difflab manifest (a JSON {type(manifest).__name__})")
+    listed = manifest.get("images")
+    if isinstance(listed, list) and listed:
+        wanted = {str((Path(source) / name).resolve()) for name in listed if isinstance(name, str)}
+        chosen = [ref for ref in refs if ref.container is None and str(Path(ref.name).resolve()) in wanted]
+        missing = len(wanted) - len(chosen)
+        if missing:
+            warnings.warn(f"{source}: {missing} of the {len(wanted)} images its {SAMPLE_MANIFEST} lists are missing; "
+                          f"measuring the {len(chosen)} present", RuntimeWarning, stacklevel=2)
+        if manifest.get("complete") is False:
+            warnings.warn(f"{source}: {SAMPLE_MANIFEST} records an interrupted `difflab sample` run "
+                          f"({len(chosen)} of {manifest.get('num_images', '?')} images)", RuntimeWarning, stacklevel=2)
+        if not chosen:
+            raise DataError(f"none of the images {manifest_path} lists is in {source}")
+        return chosen
+    previews = {str((Path(source) / name).resolve()) for name in manifest.get("previews", []) if isinstance(name, str)}
     return [ref for ref in refs if ref.container is not None or str(Path(ref.name).resolve()) not in previews]
 
 

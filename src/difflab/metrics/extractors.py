@@ -83,14 +83,32 @@ def _call_factory(path: Path, function_name: str) -> FeatureNetwork:
     module_spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(module_spec)
     sys.modules[module_name] = module  # dataclasses and pickling look modules up by name
-    module_spec.loader.exec_module(module)
+    try:
+        module_spec.loader.exec_module(module)
+    except SyntaxError as error:
+        sys.modules.pop(module_name, None)
+        raise ConfigError(f"--features: {path} has a syntax error on line {error.lineno}: {error.msg}") from None
+    except Exception as error:  # the user's code: whatever it raises is a message, not a traceback
+        sys.modules.pop(module_name, None)
+        raise ConfigError(f"--features: importing {path} failed: {_describe(error)}") from None
     factory = getattr(module, function_name, None)
     if not callable(factory):
         raise ConfigError(f"--features: {path.name} defines no function {function_name!r}")
-    network = factory()
+    try:
+        network = factory()
+    except Exception as error:
+        raise ConfigError(f"--features: {path.name}:{function_name}() failed: {_describe(error)}") from None
     if not isinstance(network, FeatureNetwork):
         raise ConfigError(
             f"--features: {path.name}:{function_name}() returned a {type(network).__name__}, "
             "which has no features(images) method"
         )
     return network
+
+
+def _describe(error: BaseException) -> str:
+    """`TypeName: message (file:line)` of the innermost frame of the user's code."""
+    import traceback
+    frames = traceback.extract_tb(error.__traceback__)
+    where = f" ({Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
+    return f"{type(error).__name__}: {error}{where}"

@@ -17,6 +17,7 @@ from PIL import Image
 from torch import Tensor
 
 from difflab.data.files import ImageRef
+from difflab.errors import DataError
 from difflab.metrics.extractors import Extractor
 from difflab.metrics.scan import DEFAULT_BATCH_SIZE, ScanResult, scan_images
 
@@ -62,10 +63,31 @@ class FeatureCollector:
         with torch.no_grad(), full_float32():
             for indices in indices_by_size.values():
                 batch = images_to_tensor([images[i] for i in indices]).to(self.device)
-                batch_features = self.extractor.network.features(batch).float().cpu().numpy()
+                batch_features = self._run(batch)
                 for index, row in zip(indices, batch_features):
                     features[index] = row
         return np.stack(features)
+
+    def _run(self, batch: Tensor) -> np.ndarray:
+        """The extractor's features of one batch, checked: a user's network that raises, returns
+        something other than (N, D) values, or returns NaN/infinity is a DataError, not a traceback
+        or a silent `FD nan`."""
+        name = self.extractor.name
+        try:
+            output = self.extractor.network.features(batch)
+            values = (output.float().cpu().numpy() if torch.is_tensor(output)
+                      else np.asarray(output, dtype=np.float32))
+        except Exception as error:  # the user's network: whatever it raises becomes a message
+            raise DataError(f"the {name} features failed on a batch of {len(batch)} images: "
+                            f"{type(error).__name__}: {error}") from None
+        if values.ndim != 2 or values.shape[0] != len(batch):
+            raise DataError(f"the {name} features of {len(batch)} images have shape {tuple(values.shape)}; "
+                            f"expected ({len(batch)}, D)")
+        if not np.isfinite(values).all():
+            bad = int((~np.isfinite(values)).any(axis=1).sum())
+            raise DataError(f"the {name} features are NaN or infinite for {bad} of {len(batch)} images; "
+                            "a Frechet distance or KID of them would be meaningless (check the feature network)")
+        return values
 
     def result(self) -> np.ndarray:
         if not self._chunks:

@@ -35,6 +35,8 @@ class FeatureStatistics:
         if len(features) < 2:
             raise DataError(f"{source}: a covariance needs at least 2 images, got {len(features)}")
         features = features.astype(np.float64)
+        if not np.isfinite(features).all():
+            raise DataError(f"{source}: some features are NaN or infinite; their statistics would be meaningless")
         return cls(np.mean(features, axis=0), np.cov(features, rowvar=False), len(features), extractor.name, source)
 
     def save(self, path: str | os.PathLike) -> None:
@@ -56,6 +58,10 @@ class FeatureStatistics:
             raise DataError(f"cannot read statistics file {path}: {error}") from error
         if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
             raise DataError(f"{path}: mu {mu.shape} and sigma {sigma.shape} are not a mean and its covariance")
+        if not (np.issubdtype(mu.dtype, np.number) and np.issubdtype(sigma.dtype, np.number)):
+            raise DataError(f"{path}: mu and sigma must be numeric arrays (got {mu.dtype} and {sigma.dtype})")
+        if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
+            raise DataError(f"{path}: its statistics hold NaN or infinite values; recompute them with `difflab fid-stats`")
         return cls(mu, sigma, num_images or None, extractor or None, source=str(path))
 
     def check_comparable(self, other: FeatureStatistics) -> None:
@@ -84,7 +90,15 @@ class FeatureStatistics:
         self.check_comparable(other)
         self.check_enough_images()
         other.check_enough_images()
-        return frechet_distance(self.mu, self.sigma, other.mu, other.sigma)
+        for statistics in (self, other):
+            if not (np.isfinite(statistics.mu).all() and np.isfinite(statistics.sigma).all()):
+                raise DataError(f"{statistics.source}: its statistics hold NaN or infinite values; no distance "
+                                "can be computed from them")
+        distance = frechet_distance(self.mu, self.sigma, other.mu, other.sigma)
+        if not np.isfinite(distance):
+            raise DataError(f"the Frechet distance between {self.source} and {other.source} is not finite "
+                            f"({distance}); the covariances are numerically unusable (too few images?)")
+        return distance
 
 
 def check_matches_extractor(statistics: FeatureStatistics, extractor: Extractor) -> None:

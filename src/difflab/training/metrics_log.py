@@ -1,30 +1,109 @@
-"""The run's metrics log (one JSON object per line) and its loss-curve plot."""
+"""The run's metrics log (one JSON object per line) and its loss-curve plot.
+
+Crash safety: every record is appended with a single os.write of the whole line (O_APPEND)
+followed by fsync, so a kill or a full disk can leave at most one torn final line. Reading
+and resuming drop such a line (with a warning) instead of failing on it.
+"""
 from __future__ import annotations
 
 import json
+import os
+import warnings
 from pathlib import Path
 from typing import Any
 
 
 class MetricsLog:
     """Appends records to metrics.jsonl; on resume, records past the resumed step are dropped
-    so the log matches the weights."""
+    so the log matches the weights, and a torn (half-written) line is dropped and reported."""
 
     def __init__(self, path: Path, resume_step: int | None = None):
         self.path = Path(path)
         if resume_step is not None and self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
-            self.path.write_text("".join(line + "\n" for line in kept))
+            records, torn = parse_records(self.path.read_text(errors="replace"))
+            if torn:
+                _report_torn(self.path, torn)
+            kept = [record for record in records if _step_of(record) <= resume_step]
+            text = "".join(json.dumps(record) + "\n" for record in kept)
+            _atomic_write_text(self.path, text)
 
     def write(self, record: dict[str, Any]) -> None:
-        with self.path.open("a") as handle:
-            handle.write(json.dumps(record) + "\n")
+        """Append one whole line: a single write call on an O_APPEND descriptor, then fsync."""
+        data = (json.dumps(record) + "\n").encode()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            self._repair_torn_tail(fd)
+            written = os.write(fd, data)
+            while written < len(data):  # short writes are rare (signals, pipes) but allowed by POSIX
+                written += os.write(fd, data[written:])
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _repair_torn_tail(self, fd: int) -> None:
+        """If the file does not end with a newline (an earlier write was cut), end the torn line,
+        so the next record is not glued onto it; readers then drop the torn line alone."""
+        size = os.fstat(fd).st_size
+        if size == 0:
+            return
+        with open(self.path, "rb") as handle:
+            handle.seek(size - 1)
+            if handle.read(1) != b"\n":
+                os.write(fd, b"\n")
 
     def read(self) -> list[dict[str, Any]]:
+        """All whole records; a torn or garbled line is skipped (and reported), never fatal."""
         if not self.path.exists():
             return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        records, torn = parse_records(self.path.read_text(errors="replace"))
+        if torn:
+            _report_torn(self.path, torn)
+        return records
+
+
+def parse_records(text: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """(the JSON-object lines of `text`, the lines that are not: torn or garbled)."""
+    records, torn = [], []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            torn.append(line)
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+        else:
+            torn.append(line)
+    return records, torn
+
+
+def _step_of(record: dict[str, Any]) -> float:
+    try:
+        return float(record.get("step", 0))
+    except (TypeError, ValueError):
+        return 0
+
+
+def _report_torn(path: Path, torn: list[str]) -> None:
+    shown = torn[-1][:60] + ("..." if len(torn[-1]) > 60 else "")
+    message = (f"difflab: {path}: dropped {len(torn)} incomplete line(s) (a write was cut short, e.g. by a full "
+               f"disk or a kill): {shown!r}")
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temp, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    finally:
+        if temp.exists():
+            temp.unlink()
 
 
 def plot_loss_curve(records: list[dict[str, Any]], path: Path) -> Path | None:

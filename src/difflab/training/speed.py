@@ -73,23 +73,57 @@ def compile_or_eager(model: nn.Module, example: tuple[torch.Tensor, ...], enable
         return model
 
 
-def cpu_has_bf16_matrix_units() -> bool:
-    """Intel AMX tiles (Sapphire Rapids and later) run bf16 convolutions about twice as fast
-    as fp32 here (measured: 0.22 s vs 0.40-0.59 s per MNIST-recipe step on 2 cores);
-    without them CPU autocast is slower than fp32. Private torch helpers, so guarded."""
-    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    try:
-        return bool(probe()) if probe else False
-    except Exception:
-        return False
+def memory_format_for(config, device: torch.device) -> torch.memory_format:
+    """channels-last only on CUDA and only when --channels-last asks for it."""
+    return torch.channels_last if (config.channels_last and device.type == "cuda") else torch.contiguous_format
+
+
+def optimizer_kernel(device: torch.device) -> dict:
+    """Fused Adam/AdamW on CUDA (one kernel for all parameters); multi-tensor foreach elsewhere."""
+    return {"fused": True} if device.type == "cuda" else {"foreach": True}
+
+
+def cpu_bf16_capability() -> str:
+    """Which bf16 matrix path this CPU's oneDNN kernels can use: "amx" (Intel AMX tiles, Sapphire
+    Rapids and later), "avx512_bf16" (AVX-512 BF16 dot products: AMD Zen 4, Intel Cooper Lake) or
+    "none". Read from the CPU's feature flags through torch's own probes (private helpers, so
+    guarded), never from the vendor's name."""
+    def probe(name: str) -> bool:
+        helper = getattr(torch.cpu, name, None)
+        try:
+            return bool(helper()) if helper else False
+        except Exception:
+            return False
+    if probe("_is_amx_tile_supported"):
+        return "amx"
+    if probe("_is_avx512_bf16_supported"):
+        return "avx512_bf16"
+    return "none"
+
+
+# CPUs whose bf16 autocast was measured faster than fp32 at equal quality (benchmarks/cpu_precision.py,
+# benchmarks/mnist_steps.py; benchmarks/RESULTS.md, issue 13): AMX (Sapphire Rapids: about 2x) and
+# AVX-512-BF16 without AMX (AMD EPYC Zen 4: 1.49x on the MNIST recipe's step, 1.88x on the demo's).
+# Without either, oneDNN emulates bf16 and autocast is slower than fp32.
+BF16_CPU_CAPABILITIES = ("amx", "avx512_bf16")
 
 
 def resolve_mixed_precision(requested: str, device: torch.device) -> str:
-    """`auto` -> bf16 on GPUs with bf16 support and on CPUs with AMX, else no."""
+    """`auto` -> bf16 on GPUs with bf16 support and on CPUs with bf16 matrix instructions
+    (BF16_CPU_CAPABILITIES), else no."""
+    return describe_precision_choice(requested, device)[0]
+
+
+def describe_precision_choice(requested: str, device: torch.device) -> tuple[str, str]:
+    """The precision `requested` resolves to on `device`, and why, in words for the user."""
     if requested != "auto":
-        return requested
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return "bf16"
-    if device.type == "cpu" and cpu_has_bf16_matrix_units():
-        return "bf16"
-    return "no"
+        return requested, f"--mixed-precision {requested} was asked for"
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return "bf16", "this GPU supports bf16"
+        return "no", "this GPU has no bf16 support"
+    capability = cpu_bf16_capability()
+    if device.type == "cpu" and capability in BF16_CPU_CAPABILITIES:
+        units = {"amx": "Intel AMX tiles", "avx512_bf16": "AVX-512 BF16 instructions"}[capability]
+        return "bf16", f"this CPU has {units}, where bf16 autocast was measured faster than fp32"
+    return "no", "this CPU has no bf16 matrix instructions (no AMX, no AVX-512 BF16), so fp32 is faster"
