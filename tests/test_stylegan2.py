@@ -13,7 +13,6 @@ from contextlib import nullcontext
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from difflab.errors import ConfigError
 from difflab.families.base import StepContext
@@ -314,17 +313,25 @@ def load_featnet(shared_eval):
     return featnet.load(str(shared_eval / "featnet-mnist.safetensors"))
 
 
-MNIST_GAN_MIN_RATE = 0.0   # set from the measurement below: about half the measured rate
-MNIST_GAN_MIN_CLASSES = 0
+# The bar is about half of what the recipe measured (2026-12-02, shared 2-core machine, 1 thread,
+# other jobs running): 800 steps in 227 s, confident 8.6% of 256 samples, 2 classes (8 and 9).
+# The run is seeded end to end, so it reproduces on the same software; the margin is for other
+# CPUs' floating-point kernels. A GAN this short is far from converged: the bar guards against
+# a broken trainer (0% and noise), not for quality.
+MNIST_GAN_MIN_RATE = 0.04
+MNIST_GAN_MIN_CLASSES = 1
 
 
 @pytest.mark.slow
 def test_stylegan2_mnist_recipe_draws_recognisable_digits(shared_data, shared_eval):
     """The STYLEGAN2_MNIST recipe, driven directly (a plain loop over `batch_indices`), for its step
-    budget on a 2-core CPU; 256 samples from G_ema at psi 1 scored by the fixed classifier."""
+    budget (800 steps, about 4 minutes on one CPU thread); 256 samples from G_ema at psi 1 scored
+    by the fixed classifier (threshold 0.9)."""
     from difflab.data import batch_indices, load_dataset
     from difflab.metrics.classifier import confident_class_rate
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+    # One thread: on the shared 2-core machine two threads ran a step 4-5x slower (oversubscribed)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     config = tiny_config(**{k: v for k, v in STYLEGAN2_MNIST.items() if k not in ("model", "data")})
     dataset = load_dataset("mnist", image_size=32, channels="1", root=shared_data / "mnist")
     trainer = StyleGAN2Trainer(config, 1, "cpu")
@@ -335,6 +342,7 @@ def test_stylegan2_mnist_recipe_draws_recognisable_digits(shared_data, shared_ev
         trainer.train_step(dataset.images[indices].float() / 127.5 - 1, step_context(step, config.seed))
     seconds = time.perf_counter() - start
     images = trainer.preview(256, seed=1)
+    torch.set_num_threads(threads)
     score = confident_class_rate(load_featnet(shared_eval), (images + 1) / 2)
     print(f"StyleGAN2 MNIST recipe: {config.steps} steps in {seconds:.0f} s; confident {score.rate:.1%}, "
           f"classes {score.classes_covered}, counts {score.class_counts}")

@@ -5,7 +5,8 @@
 #   PART=diffusion  difflab's diffusion defaults; DDIM-50 samples unguided and autoguided (weight 2.5)
 # Each part trains for MINUTES (default 6.5) and writes to $OUT: the samples as uint8 .npz (scored on
 # the CPU by benchmarks/score_samples.py, so the feature network need not travel), metrics, manifests
-# and grids. Carry .data (anime-faces-64px-20k.zip) and, for PART=lucidrains, .whl.
+# and grids. Carry .data (anime-faces-64px-20k.zip) and, for PART=lucidrains, .whl (its wheels, unpacked by
+# benchmarks/peers/lucidrains_stylegan2.py). SAMPLES (default 1000) sets the images per set.
 set -u
 MINUTES=${MINUTES:-6.5}
 PART=${PART:?set PART=gan, lucidrains or diffusion}
@@ -24,7 +25,7 @@ print(f"packed {len(files)} images from {sys.argv[1]}")
 PY
 }
 sample() {  # run, name, extra flags: 1,000 PNGs, timed by difflab (manifest), packed
-  python3 -m difflab.cli.main sample "$1" -n 1000 --format png --out .runs/s-$2 --no-progress "${@:3}" 2>&1 | grep -v Warning | tail -2
+  python3 -m difflab.cli.main sample "$1" -n ${SAMPLES:-1000} --format png --out .runs/s-$2 --no-progress "${@:3}" 2>&1 | grep -v Warning | tail -2
   cp .runs/s-$2/difflab-sample.json $OUT/$2-manifest.json; pack .runs/s-$2 $2
 }
 finish() {  # run
@@ -46,11 +47,9 @@ case $PART in
     sample .runs/ddpm ddim50-guided --sampler ddim --steps 50 --guide auto --guidance 2.5
     finish .runs/ddpm ;;
   lucidrains)
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-      && export PYTHONPATH=$PYTHONPATH:/tmp/site || exit 1
-    python3 benchmarks/peers/lucidrains_stylegan2.py --data $DATA --minutes $MINUTES --out .runs/lucid \
-      --samples 1000 2>&1 | grep -v Warning | tail -6
-    for psi in 1 0.75; do pack .runs/lucid/psi-$psi lucid-psi${psi/./}; done
-    cp .runs/lucid/*.json $OUT/ 2>/dev/null ;;
+    python3 benchmarks/peers/lucidrains_stylegan2.py --data $DATA --minutes $MINUTES --image-size 64 --wheels .whl \
+      --out .runs/lucid --num-samples ${SAMPLES:-1000} 2>&1 | grep -v Warning | tail -6
+    for psi in 1 0.75; do pack .runs/lucid/samples_ema_psi$psi lucid-psi${psi/./}; done
+    cp .runs/lucid/result.json $OUT/lucid-result.json 2>/dev/null ;;
 esac
 ls -la $OUT

@@ -20,7 +20,7 @@ reported without the first `--warmup-steps` steps (CUDA and cuDNN start-up).
 Afterwards 1,000 samples are written as PNG folders with the peer's own sampler
 (`Trainer.generate_truncated`, which truncates towards the mean of 2,000 mapped latents):
 psi 1 (no truncation) and psi 0.75 (its CLI's default trunc_psi), from its EMA generator GE
-(what its --generate uses) and from the raw generator G. Note: stylegan2-pytorch only starts its
+(what its --generate uses; `--weights ema,model` adds the raw generator G). Note: stylegan2-pytorch only starts its
 EMA after 20,000 steps and before 25,000 copies G into GE at every step = 2 (mod 1000), so in a
 short run GE is G as it was at the last such step.
 
@@ -65,6 +65,8 @@ CLI_DEFAULTS: dict[str, Any] = {  # stylegan2_pytorch/cli.py train_from_folder, 
     "dataset_aug_prob": 0.0, "save_every": 1000, "evaluate_every": 1000, "seed": 42,
 }
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+# The distributions this peer needs from --wheels (a folder that may hold other peers' wheels too).
+PEER_WHEELS = ("stylegan2_pytorch", "kornia", "kornia_rs", "fire", "termcolor")
 
 STUB_AIM = '''"""Stub of `aim` for the stylegan2_pytorch peer benchmark: imported at the peer's top level but
 used only with Trainer(log=True), which the benchmark never sets."""
@@ -90,7 +92,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--wheels", default=".whl", help="folder of the peer's wheels ('' = already installed)")
     parser.add_argument("--num-samples", type=int, default=1000)
     parser.add_argument("--psi", default="1,0.75", help="truncation values to sample at (1 = none)")
-    parser.add_argument("--weights", default="ema,model", help="GE (ema) and/or G (model)")
+    parser.add_argument("--weights", default="ema", help="ema (GE, what its --generate uses) and/or model (G), e.g. ema,model")
     parser.add_argument("--warmup-steps", type=int, default=5, help="steps left out of the warm throughput")
     parser.add_argument("--max-steps", type=int, default=0, help="stop after this many steps too (0 = no limit)")
     parser.add_argument("--dry-run", action="store_true", help="prepare data and wheels, skip the peer")
@@ -137,7 +139,11 @@ def unpack_wheels(wheels: str, scratch: Path) -> Path | None:
     site = scratch / "site"
     site.mkdir(parents=True, exist_ok=True)
     if wheels:
-        files = sorted(Path(wheels).glob("*.whl"))
+        files = sorted(w for w in Path(wheels).glob("*.whl") if w.name.split("-")[0].lower() in PEER_WHEELS)
+        found = {w.name.split("-")[0].lower() for w in files}
+        if found and found != set(PEER_WHEELS):
+            print(f"warning: --wheels {wheels!r} lacks {', '.join(sorted(set(PEER_WHEELS) - found))}; "
+                  "expecting them to be installed", file=sys.stderr)
         if not files:
             raise SystemExit(f"--wheels {wheels!r} holds no .whl files; run the pip download lines in "
                              "benchmarks/README.md, or pass --wheels '' where the peer is installed")

@@ -5,6 +5,8 @@ import argparse
 import time
 from pathlib import Path
 
+import torch
+
 from difflab.config import TrainConfig
 
 from difflab.recipes import DEMO
@@ -16,6 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--minutes", type=float, default=DEMO["max_minutes"],
                         help=f"training time budget in minutes (default {DEMO['max_minutes']})")
     parser.add_argument("--steps", type=int, default=DEMO["steps"], help=f"at most this many steps (default {DEMO['steps']})")
+    parser.add_argument("--mixed-precision", choices=("auto", "no", "bf16"), default="auto",
+                        help="auto (default): bf16 on CPUs with AMX or AVX-512 BF16, else fp32; no forces fp32")
     parser.add_argument("--overwrite", action="store_true", help="replace a previous demo in --out")
     parser.set_defaults(func=run)
 
@@ -26,11 +30,18 @@ def run(args: argparse.Namespace) -> int:
     from difflab.training import train
     from difflab.viz.grid import save_grid
 
+    from difflab.training.speed import cpu_bf16_capability, describe_precision_choice
+
     config = TrainConfig.from_dict({**DEMO, "out": args.out, "max_minutes": args.minutes, "steps": args.steps,
-                                    "save_every": min(DEMO["save_every"], args.steps)}).validate()
+                                    "save_every": min(DEMO["save_every"], args.steps),
+                                    "mixed_precision": args.mixed_precision}).validate()
     check_out_folder(config, resume=False, overwrite=args.overwrite)
-    print(f"difflab demo: training a {config.channels}-channel U-Net on procedural shapes "
-          f"({config.image_size}px) for up to {config.max_minutes:g} minutes on the CPU ...")
+    precision, why = describe_precision_choice(config.mixed_precision, torch.device("cpu"))
+    print(f"difflab demo: training path {'bf16 autocast' if precision == 'bf16' else 'fp32'}: {why} "
+          f"(bf16 units: {cpu_bf16_capability()}).")
+    print(f"difflab demo: training a {config.channels}-channel U-Net on procedural shapes ({config.image_size}px) "
+          f"for {config.max_minutes:g} minutes on the CPU, the learning rate decaying to zero over them "
+          f"(at most {config.steps} steps) ...")
     started = time.perf_counter()
     result = train(config)
     loaded = load_model(result.run_dir, device="cpu")
@@ -39,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     write_numbered_images(samples, 0, images, "png")
     grid = save_grid(images, Path(args.out) / "demo-grid.png", columns=8)
     minutes = (time.perf_counter() - started) / 60
-    print(f"\ndifflab demo: done in {minutes:.1f} min ({result.step} training steps). Wrote:")
+    print(f"\ndifflab demo: done in {minutes:.1f} min ({result.step} training steps, {precision}). Wrote:")
     print(f"  {grid}                    64 DDIM-50 samples from the EMA weights")
     print(f"  {samples}/1.png ... 64.png")
     print(f"  {result.run_dir / 'loss.png'}            loss curve")

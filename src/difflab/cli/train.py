@@ -113,7 +113,7 @@ def _resumed_family(args: argparse.Namespace, given: dict) -> str | None:
         return None  # resolve_config reports the missing run
 
 
-def check_out_folder(config: TrainConfig, resume: bool, overwrite: bool) -> None:
+def check_out_folder(config: Options, resume: bool, overwrite: bool) -> None:
     """Refuse an --out that is a file, cannot be written, or is in use by another process; with
     --overwrite, delete only the files an earlier difflab run wrote there (foreign files stay)."""
     from difflab.training.run_lock import check_not_locked
@@ -154,11 +154,11 @@ def check_out_folder(config: TrainConfig, resume: bool, overwrite: bool) -> None
 
 
 def run(args: argparse.Namespace) -> int:
-    from difflab.build import check_buildable
+    from difflab.families import get_family
     from difflab.training import train
 
     config = resolve_config(args)
-    check_buildable(config)
+    get_family(config.model).check(config)  # the family's own option checks, before any work
     check_out_folder(config, args.resume, args.overwrite)
     result = train(config, resume=args.resume, progress=not args.no_progress)
     print(f"difflab: trained {result.step} steps ({result.stopped_by} limit reached); run folder: {result.run_dir}")

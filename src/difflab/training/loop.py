@@ -27,7 +27,7 @@ from difflab.families import StepContext, get_family
 from difflab.training.checkpoint import (Checkpoint, clean_orphaned_temp_files, find_checkpoint, load_checkpoint,
                                          rng_from_checkpoint, rng_to_checkpoint, save_checkpoint)
 from difflab.training.run_lock import RunLock
-from difflab.training.metrics_log import MetricsLog, plot_loss_curve
+from difflab.training.metrics_log import MetricsLog, plot_training_curves
 from difflab.training.speed import memory_format_for, resolve_mixed_precision, should_compile, use_cuda_graphs
 from difflab.viz.grid import save_grid, to_uint8
 
@@ -204,7 +204,7 @@ def _train(config: RunOptions, family, resume: bool, progress: bool) -> TrainRes
 
     # ---- 6. Wrap up ---------------------------------------------------------------------------------------
     if is_main and log is not None:
-        plot_loss_curve(log.read(), run_dir / "loss.png")
+        plot_training_curves(log.read(), run_dir / "loss.png")
         summary = {"step": step, "stopped_by": stopped_by, "checkpoint": str(last_checkpoint), "model": family.name,
                    "train_seconds": elapsed_before + time.monotonic() - started, "processes": world,
                    "images_per_process_per_step": per_process_batch, "device": str(device),

@@ -106,6 +106,41 @@ def _atomic_write_text(path: Path, text: str) -> None:
             temp.unlink()
 
 
+# Logged values that are bookkeeping, not training curves.
+NOT_CURVES = {"step", "seconds", "images_per_second", "images_seen", "lr"}
+
+
+def plot_training_curves(records: list[dict[str, Any]], path: Path) -> Path | None:
+    """The run's training curves as one PNG: the diffusion loss (plot_loss_curve), or for a family
+    that logs several values (a GAN's G and D losses, R1, ADA's p, the sign of D's real logits)
+    one panel per value against step. None when there is nothing to plot."""
+    if any("loss" in record for record in records):
+        return plot_loss_curve(records, path)
+    names = [name for name in dict.fromkeys(k for r in records for k in r)
+             if name not in NOT_CURVES and all(isinstance(r.get(name, 0.0), (int, float)) for r in records)]
+    if len(records) < 2 or not names:
+        return None
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = min(3, len(names))
+    rows = -(-len(names) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 2.6 * rows), dpi=110, squeeze=False)
+    for axis, name in zip(axes.flat, names):
+        points = [(r["step"], r[name]) for r in records if name in r]
+        axis.plot(*zip(*points), linewidth=1)
+        axis.set_title(name, fontsize=9)
+        axis.set_xlabel("step", fontsize=8)
+        axis.grid(alpha=0.3)
+    for axis in list(axes.flat)[len(names):]:
+        axis.set_visible(False)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return Path(path)
+
+
 def plot_loss_curve(records: list[dict[str, Any]], path: Path) -> Path | None:
     """Loss against step (raw and smoothed) as a PNG; None when there is nothing to plot."""
     points = [(r["step"], r["loss"]) for r in records if "loss" in r]

@@ -14,6 +14,7 @@ FAMILY = Family(
     trainer=StyleGAN2Trainer,
     load_generator=load_stylegan2_generator,
     weights=("ema", "model"),
+    check=check_stylegan2_options,
 )
 
 __all__ = ["FAMILY", "STYLEGAN2_MNIST", "StyleGAN2Generator", "StyleGAN2Options", "StyleGAN2Trainer",

@@ -17,7 +17,9 @@ from torch import Tensor
 
 from difflab.errors import ConfigError, DataError
 from difflab.families.stylegan2.networks import Generator, build_generator, draw_normal
+from difflab.families.stylegan2.ops import setup_filter
 from difflab.families.stylegan2.options import StyleGAN2Options
+from difflab.training.checkpoint import check_state_dict, load_state_checked
 from difflab.training.speed import resolve_mixed_precision
 
 WEIGHT_GROUPS = {"ema": "G_ema", "model": "G"}
@@ -38,12 +40,53 @@ def batch_seed(seed: int, first: int) -> int:
     return seed * 1_000_003 + first
 
 
+# Sampling options of the diffusion family, with the values that mean "not given": a GAN run refuses
+# any other value, so `sample --steps 10` on a GAN run is an error, not silently ignored.
+DIFFUSION_ONLY = {"sampler": None, "steps": None, "eta": 0.0, "spacing": "uniform", "clip": None}
+
+
+def check_gan_sampling_options(options: dict[str, Any]) -> None:
+    for name, unset in DIFFUSION_ONLY.items():
+        if options.get(name, unset) != unset:
+            raise ConfigError(f"--{name} applies to diffusion runs; a StyleGAN2 run makes each image in one "
+                              "generator pass (its option is --truncation)")
+
+
 class StyleGAN2Generator:
     family = "stylegan2"
+    speed = None  # no sampling fast paths: one generator pass per image
+    guidance = None
 
     def __init__(self, network: Generator, step: int, checkpoint: Path | None, config: Any, weights: str = "ema"):
         self.network = network.eval().requires_grad_(False)
         self.step, self.checkpoint, self.config, self.weights = step, checkpoint, config, weights
+
+    # ---- the rest of the ImageGenerator interface (families/base.py) --------------------------------
+    def accelerated(self, speed) -> "StyleGAN2Generator":
+        return self
+
+    def network_passes(self, count: int, batch_size: int, **_: Any) -> int:
+        return -(-count // max(batch_size, 1))
+
+    def warm_up(self, batch_size: int, precision: str) -> None:
+        for _ in self.generate(batch_size, batch_size, seed=0, precision=precision):
+            pass
+
+    def study_settings(self, truncations: str = "1", **_: Any) -> list:
+        """The rows of `difflab compare` for this model: one per --truncations psi."""
+        from difflab.experiments.study import SamplerSpec
+        try:
+            values = [float(part) for part in str(truncations).split(",") if part.strip()]
+        except ValueError:
+            raise ConfigError(f"--truncations must be comma-separated numbers such as 1,0.75; got {truncations!r}") from None
+        for psi in values:
+            check_truncation(psi)
+        return [SamplerSpec("stylegan2", 1, options=(("truncation", psi),), name=f"StyleGAN2-psi{psi:g}")
+                for psi in values]
+
+    def interpolate_seeds(self, seed_a: int, seed_b: int, lams: Sequence[float], truncation: float = 1.0) -> Tensor:
+        """`difflab fuse RUN --seeds A,B`: W-space interpolation between two seeds' faces."""
+        return self.interpolate_w(self.latent_for_seed(seed_a), self.latent_for_seed(seed_b), lams, truncation)
 
     @property
     def device(self) -> torch.device:
@@ -60,9 +103,11 @@ class StyleGAN2Generator:
 
     @torch.no_grad()
     def generate(self, count: int, batch_size: int = 250, seed: int = 0, precision: str = "no",
-                 truncation: float = 1.0, **ignored: Any) -> Iterator[tuple[int, Tensor]]:
+                 truncation: float | None = 1.0, **diffusion_options: Any) -> Iterator[tuple[int, Tensor]]:
         """Yield (first index, uint8 (B, C, H, W) on the CPU); batch b's latents and noise come from
         torch.Generator(device).manual_seed(seed * 1_000_003 + first), so any batch is reproducible."""
+        check_gan_sampling_options(diffusion_options)
+        truncation = 1.0 if truncation is None else truncation
         check_truncation(truncation)
         for first in range(0, count, batch_size):
             n = min(batch_size, count - first)
@@ -73,7 +118,9 @@ class StyleGAN2Generator:
                 images = self.network(z, noise, psi=truncation)
             yield first, to_uint8(images)
 
-    def describe(self, truncation: float = 1.0, **ignored: Any) -> str:
+    def describe(self, truncation: float | None = 1.0, **diffusion_options: Any) -> str:
+        check_gan_sampling_options(diffusion_options)
+        truncation = 1.0 if truncation is None else truncation
         return f"StyleGAN2, psi {truncation:g}"
 
     def latent_for_seed(self, seed: int) -> Tensor:
@@ -104,10 +151,14 @@ def check_truncation(truncation: float) -> None:
 
 
 def load_stylegan2_generator(checkpoint, device: torch.device | str = "cpu", weights: str = "ema") -> StyleGAN2Generator:
-    """The generator of a difflab Checkpoint: weights "ema" (group G_ema) or "model" (group G)."""
+    """The generator of a difflab checkpoint (a Checkpoint, a file or a run folder): weights "ema"
+    (group G_ema) or "model" (group G). No code from the file is executed (safetensors)."""
     if weights not in WEIGHT_GROUPS:
         raise ConfigError(f"--weights must be one of {', '.join(WEIGHT_GROUPS)} for a StyleGAN2 run; got {weights!r}")
     group = WEIGHT_GROUPS[weights]
+    if isinstance(checkpoint, (str, Path)):
+        from difflab.training.checkpoint import load_checkpoint
+        checkpoint = load_checkpoint(checkpoint, groups=(group,))
     tensors = checkpoint.tensors.get(group)
     if not tensors:
         raise DataError(f"{checkpoint.path or 'the checkpoint'} holds no {group!r} weights "
@@ -116,10 +167,10 @@ def load_stylegan2_generator(checkpoint, device: torch.device | str = "cpu", wei
     channels = checkpoint.meta.get("image_channels") or tensors["synthesis.blocks.0.torgb.weight"].shape[0]
     with torch.device("meta"):  # no memory until the weights arrive
         network = build_generator(options, int(channels))
-    from difflab.training.checkpoint import check_state_dict
-    check_state_dict(network, tensors, str(checkpoint.path or "the checkpoint"))
+    source = str(checkpoint.path or "the checkpoint")
+    check_state_dict(network, tensors, source)  # a DataError naming the mismatch, before allocating
     network = network.to_empty(device=torch.device(device))
-    network.load_state_dict(tensors)
+    load_state_checked(network, tensors, source)  # also rejects NaN/inf weights of a diverged run
     _restore_filters(network)
     path = Path(checkpoint.path) if checkpoint.path else None
     return StyleGAN2Generator(network, checkpoint.step, path, options, weights)
@@ -127,7 +178,6 @@ def load_stylegan2_generator(checkpoint, device: torch.device | str = "cpu", wei
 
 def _restore_filters(network: torch.nn.Module) -> None:
     """Non-persistent buffers (the FIR filters) are not in checkpoints: refill them after to_empty."""
-    from difflab.families.stylegan2.ops import setup_filter
     for module in network.modules():
         if "resample_filter" in module._buffers:
             module._buffers["resample_filter"] = setup_filter().to(module._buffers["resample_filter"].device)

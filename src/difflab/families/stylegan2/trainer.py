@@ -94,9 +94,17 @@ class StyleGAN2Trainer:
         self.compile_enabled = should_compile(config.compile, self.device, config.steps, config.max_minutes)
 
     # ---- set-up ----------------------------------------------------------------------------------
-    def prepare(self, prepare: Callable[..., Any], example_batch: Tensor) -> None:
-        """Wrap G, D and their optimisers for the devices; TF32 on CUDA; compile the main passes.
-        R1 and path-length passes (double backward) always run on the uncompiled modules."""
+    def prepare(self, prepare: Callable[..., Any], example_batch: Tensor, compile: bool | None = None,
+                cuda_graphs: bool = False) -> None:
+        """Wrap G, D and their optimisers for the devices; TF32 on CUDA; compile the main passes
+        (`compile`: the core's --compile decision). R1 and path-length passes (double backward)
+        always run on the uncompiled modules. CUDA graphs are not used: the lazy regularisers
+        change the step's shape from step to step."""
+        if compile is not None:
+            # Only an explicit --compile on compiles the GAN: the main passes compile per batch size
+            # and grad mode, and that cost has not been measured against the eager step yet, so
+            # --compile auto stays eager here (the diffusion family compiles under auto).
+            self.compile_enabled = compile and self.config.compile == "on"
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
@@ -251,6 +259,9 @@ class StyleGAN2Trainer:
         return torch.zeros([], device=self.device)
 
     # ---- the loop's hooks ------------------------------------------------------------------------------
+    def log_state(self) -> dict[str, float]:
+        return {"images_seen": self.cur_nimg}
+
     def after_log(self, averages: dict[str, float], step: int) -> str | None:
         """A reason to stop: a non-finite logged value (divergence), or D and G saturated for the
         whole log interval (LOGIT_GAP_LIMIT, LOSS_G_LIMIT). ADA adapts inside train_step instead."""
