@@ -348,3 +348,25 @@ def test_stylegan2_mnist_recipe_draws_recognisable_digits(shared_data, shared_ev
           f"classes {score.classes_covered}, counts {score.class_counts}")
     assert score.rate >= MNIST_GAN_MIN_RATE, score
     assert score.classes_covered >= MNIST_GAN_MIN_CLASSES, score
+
+
+def test_ada_resampling_matches_grid_sample_and_has_a_second_derivative():
+    """R1 differentiates D's gradient through the augmentation. CUDA's grid_sampler_2d_backward has
+    no derivative (the first H200 run failed there), so ADA resamples with plain gathers: the same
+    values as F.grid_sample (bilinear, reflection padding), and twice differentiable."""
+    import torch.nn.functional as F
+    from difflab.families.stylegan2.augment import bilinear_sample_reflect
+
+    torch.manual_seed(0)
+    for shape in [(3, 3, 16, 16), (2, 1, 8, 12)]:
+        x = torch.randn(*shape, dtype=torch.float64)
+        theta = torch.randn(shape[0], 2, 3, dtype=torch.float64) * 0.7
+        grid = F.affine_grid(theta, list(shape), align_corners=False) * 1.8  # well outside: reflections
+        expected = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        assert torch.allclose(bilinear_sample_reflect(x, grid), expected, atol=1e-12)
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64, requires_grad=True)
+    grid = F.affine_grid(torch.randn(2, 2, 3, dtype=torch.float64) * 0.5, [2, 3, 8, 8], align_corners=False)
+    (gradient,) = torch.autograd.grad(bilinear_sample_reflect(x, grid).pow(3).sum(), x, create_graph=True)
+    assert torch.autograd.gradcheck(lambda inp: bilinear_sample_reflect(inp, grid), (x,))
+    gradient.pow(2).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0

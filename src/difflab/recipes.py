@@ -45,7 +45,7 @@ MNIST_GPU_GUIDANCE = dict(guide="auto", fraction=0.2, weight=3.5, min_t=200)
 # and grids of both paths for this one.
 DEMO = dict(data="shapes", image_size=32, image_channels="3", channels=16, dim_mults="1,2,4", res_blocks=1,
             attn_resolutions="", timesteps=1000, beta_schedule="cosine", objective="pred_v",
-            loss_weighting="min_snr", batch_size=64, lr=2e-3, warmup_steps=100, lr_decay="cosine", ema_decay=0.995,
+            loss_weighting="min_snr", batch_size=32, lr=2e-3, warmup_steps=100, lr_decay="cosine", ema_decay=0.995,
             ema_warmup_steps=50, steps=5000, max_minutes=6.0, save_every=5000, log_every=25, grid_images=16,
             grid_sampler_steps=50, hflip=True)
 

@@ -38,7 +38,10 @@ def config_class(name: str) -> type:
     if name == DEFAULT_FAMILY:
         return TrainConfig
     family = get_family(name)
-    return dataclasses.make_dataclass(f"{family.options.__name__}Config", [], bases=(family.options, RunOptions),
+    model = next(f for f in dataclasses.fields(RunOptions) if f.name == "model")
+    own_name = ("model", str, dataclasses.field(default=name, metadata=model.metadata))  # --model defaults to it
+    return dataclasses.make_dataclass(f"{family.options.__name__}Config", [own_name],
+                                      bases=(family.options, RunOptions),
                                       namespace={"__doc__": f"A {name} run's options."})
 
 

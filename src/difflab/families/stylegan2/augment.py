@@ -145,6 +145,41 @@ def _rotation_about_grey(theta: Tensor, axis: Tensor) -> Tensor:
     return r
 
 
+def _reflect(coordinate: Tensor, size: int) -> Tensor:
+    """grid_sample's reflection padding for align_corners=False: reflect about -0.5 and size - 0.5,
+    then clip to [0, size - 1]."""
+    span = float(size)
+    distance = (coordinate + 0.5).abs()
+    flips = torch.floor(distance / span)
+    extra = distance - flips * span
+    reflected = torch.where(flips.remainder(2) == 0, extra, span - extra) - 0.5
+    return reflected.clamp(0, size - 1)
+
+
+def bilinear_sample_reflect(images: Tensor, grid: Tensor) -> Tensor:
+    """F.grid_sample(images, grid, "bilinear", padding_mode="reflection", align_corners=False) in
+    plain gather and arithmetic, so that it has a second derivative: R1 differentiates D's gradient
+    through the augmentation, and aten's CUDA grid_sampler_2d_backward has no derivative (the
+    reference carries its own grid_sample_gradfix for the same reason; the CPU happens to use a
+    composite fallback). Written by hand because no installable library provides it here."""
+    n, channels, h, w = images.shape
+    x = _reflect(((grid[..., 0] + 1) * w - 1) / 2, w)  # (N, H, W) pixel coordinates
+    y = _reflect(((grid[..., 1] + 1) * h - 1) / 2, h)
+    x0, y0 = torch.floor(x), torch.floor(y)
+    wx, wy = (x - x0)[:, None], (y - y0)[:, None]
+    x0, y0 = x0.long(), y0.long()
+    x1, y1 = (x0 + 1).clamp(max=w - 1), (y0 + 1).clamp(max=h - 1)
+    flat = images.reshape(n, channels, h * w)
+
+    def at(yi: Tensor, xi: Tensor) -> Tensor:
+        index = (yi * w + xi).reshape(n, 1, -1).expand(n, channels, -1)
+        return flat.gather(2, index).reshape(n, channels, *yi.shape[1:])
+
+    top = at(y0, x0) * (1 - wx) + at(y0, x1) * wx
+    bottom = at(y1, x0) * (1 - wx) + at(y1, x1) * wx
+    return top * (1 - wy) + bottom * wy
+
+
 def ada_augment(images: Tensor, p: Tensor, generator: torch.Generator) -> Tensor:
     """The 'bgc' pipeline at probability `p` (a 0-dim tensor, kept on the device: no host sync).
     Differentiable in `images`, so G's gradients pass through it (as ADA requires)."""
@@ -153,7 +188,7 @@ def ada_augment(images: Tensor, p: Tensor, generator: torch.Generator) -> Tensor
     p = p.to(device)
     m = geometric_matrices(n, p, w, generator, device)
     grid = F.affine_grid(m[:, :2, :].to(dtype), [n, channels, h, w], align_corners=False)
-    x = F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    x = bilinear_sample_reflect(images, grid)
     c = colour_matrices(n, p, generator, device).to(dtype)
     if channels == 3:
         x = (c[:, :3, :3] @ x.reshape(n, 3, h * w) + c[:, :3, 3:]).reshape(n, 3, h, w)
