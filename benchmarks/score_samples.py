@@ -5,7 +5,8 @@ KID in a fixed feature network's features, the anime-face detection rate, and th
 once for every set, so six sets cost one pass over the 20k faces.
 
     python benchmarks/score_samples.py ../shared/data/anime-faces-64px-20k.zip \
-        --features ../shared/eval/featnet.py:cifar10 --out scores.json SETS.npz ...
+        --features ../shared/eval/featnet.py:cifar10 --detector-weights ../shared/data/lbpcascade_animeface.xml \
+        --out scores.json SETS.npz ...
 """
 from __future__ import annotations
 
@@ -36,9 +37,10 @@ def main() -> int:
     parser.add_argument("reference", help="real images (folder or .zip)")
     parser.add_argument("sets", nargs="+", help=".npz files of generated images")
     parser.add_argument("--features", required=True, help="FILE.py:FUNCTION feature network (e.g. featnet cifar10)")
+    parser.add_argument("--detector-weights", required=True, help="lbpcascade_animeface.xml, for the AFD rate")
     parser.add_argument("--out", required=True, help="JSON file of the scores")
     args = parser.parse_args()
-    options = ScoringOptions(features=args.features, afd="yes", progress=False)
+    options = ScoringOptions(features=args.features, afd="yes", detector_weights=args.detector_weights, progress=False)
     scorer = Scorer(args.reference, options)
     reference = measure(args.reference, scorer.extractor, thumbnails=True, progress=False)
     results = {"scoring": scorer.describe(), "copy_threshold": DEFAULT_COPY_THRESHOLD, "sets": {}}

@@ -154,3 +154,12 @@ def test_auto_precision_follows_the_cpus_bf16_instructions(monkeypatch, amx, avx
     assert speed.resolve_mixed_precision("no", torch.device("cpu")) == "no"
     choice, why = speed.describe_precision_choice("auto", torch.device("cpu"))
     assert choice == expected and ("AMX" in why if amx else "AVX-512 BF16" in why if avx512_bf16 else "fp32" in why)
+
+
+def test_the_environment_can_stand_in_for_a_cpu_without_bf16(monkeypatch):
+    from difflab.training import speed
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    monkeypatch.setenv("DIFFLAB_CPU_BF16", "0")
+    assert speed.cpu_bf16_capability() == "none"
+    assert speed.resolve_mixed_precision("auto", torch.device("cpu")) == "no"
+    assert speed.resolve_mixed_precision("bf16", torch.device("cpu")) == "bf16"  # an explicit choice still holds

@@ -148,17 +148,9 @@ def save_image_atomically(image: Image.Image, path: Path, quality: int = 95) -> 
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    finally:
-        if temp.exists():
-            temp.unlink()
+    """`data` to `path` atomically (training.checkpoint.atomic_write: temp file, fsync, rename)."""
+    from difflab.training.checkpoint import atomic_write
+    atomic_write(Path(path), lambda temp: temp.write_bytes(data))
 
 
 def check_finite(images: torch.Tensor, what: str = "the sampler") -> None:

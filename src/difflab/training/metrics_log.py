@@ -94,16 +94,8 @@ def _report_torn(path: Path, torn: list[str]) -> None:
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temp, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    finally:
-        if temp.exists():
-            temp.unlink()
+    from difflab.training.checkpoint import atomic_write
+    atomic_write(path, lambda temp: temp.write_text(text))
 
 
 # Logged values that are bookkeeping, not training curves.

@@ -1,6 +1,7 @@
 """Optional fast paths for the network, each behind a switch with a safe fallback."""
 from __future__ import annotations
 
+import os
 import warnings
 
 import torch
@@ -87,7 +88,10 @@ def cpu_bf16_capability() -> str:
     """Which bf16 matrix path this CPU's oneDNN kernels can use: "amx" (Intel AMX tiles, Sapphire
     Rapids and later), "avx512_bf16" (AVX-512 BF16 dot products: AMD Zen 4, Intel Cooper Lake) or
     "none". Read from the CPU's feature flags through torch's own probes (private helpers, so
-    guarded), never from the vendor's name."""
+    guarded), never from the vendor's name. DIFFLAB_CPU_BF16=0 in the environment reports "none"
+    (so `auto` takes fp32), to reproduce a CPU without bf16 instructions on one that has them."""
+    if os.environ.get("DIFFLAB_CPU_BF16", "").strip() == "0":
+        return "none"
     def probe(name: str) -> bool:
         helper = getattr(torch.cpu, name, None)
         try:
