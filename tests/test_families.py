@@ -148,6 +148,7 @@ def test_compare_puts_two_families_in_one_table(faces, tmp_path):
                                                         (False, False, "no")])
 def test_auto_precision_follows_the_cpus_bf16_instructions(monkeypatch, amx, avx512_bf16, expected):
     from difflab.training import speed
+    monkeypatch.delenv("DIFFLAB_CPU_BF16", raising=False)  # the stand-in for a CPU without bf16 would mask the probes
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
     assert speed.resolve_mixed_precision("auto", torch.device("cpu")) == expected

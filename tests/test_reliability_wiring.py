@@ -36,7 +36,7 @@ def test_two_concurrent_trainings_the_second_fails_fast(faces_zip, tmp_path):  #
     run = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "difflab.cli.main", "train", str(faces_zip), "--out", str(run), *TINY,
-               "--steps", "40", "--save-every", "5", "--log-every", "1"]
+               "--steps", "300", "--save-every", "25", "--log-every", "1"]
     first = subprocess.Popen(command + ["--seed", "1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                              text=True)
     try:
@@ -55,8 +55,8 @@ def test_two_concurrent_trainings_the_second_fails_fast(faces_zip, tmp_path):  #
     assert first.returncode == 0, first_err[-2000:]
     assert json.loads((run / "config.json").read_text())["seed"] == 1
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert steps == list(range(1, 41))
-    assert load_checkpoint(run).step == 40 and not (run / LOCK_NAME).exists()
+    assert steps == list(range(1, 301))
+    assert load_checkpoint(run).step == 300 and not (run / LOCK_NAME).exists()
 
 
 def test_resume_falls_back_past_a_truncated_newest_checkpoint(trained_run, tmp_path, faces_zip):  # noqa: F811
