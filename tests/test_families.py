@@ -5,7 +5,6 @@ precision choice on CPUs with and without bf16 matrix instructions (issue 13).""
 from __future__ import annotations
 
 import json
-import zipfile
 from pathlib import Path
 
 import pytest

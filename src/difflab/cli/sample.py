@@ -11,9 +11,9 @@ from tqdm.auto import tqdm
 
 from difflab.diffusion import CLIPPING
 from difflab.errors import ConfigError, DataError
-from difflab.generation.generate import SAMPLER_NAMES, sampler_label, sampler_steps
+from difflab.generation.generate import SAMPLER_NAMES
 from difflab.generation.guide import AUTO_GUIDE_FRACTION, DEFAULT_GUIDANCE, GUIDE_MIN_T_SHARE
-from difflab.generation.fast import COMPILE_AUTO_MIN_PASSES, SWITCH, network_passes, resolve_sampling_speed
+from difflab.generation.fast import COMPILE_AUTO_MIN_PASSES, SWITCH, resolve_sampling_speed
 from difflab.samplers.ddim import SPACINGS
 
 MANIFEST = "difflab-sample.json"  # lists the preview files, so evaluation skips them
@@ -98,8 +98,9 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return resolve_mixed_precision(precision, device)
 
 
-def speed_up(loaded: "LoadedModel", args: argparse.Namespace, precision: str, passes: int) -> "LoadedModel":
-    """`loaded` with the fast paths that --precision, --compile and --cuda-graphs switch on."""
+def speed_up(loaded, args: argparse.Namespace, precision: str, passes: int):
+    """`loaded` (any family's generator) with the fast paths that --precision, --compile and
+    --cuda-graphs switch on."""
     return loaded.accelerated(resolve_sampling_speed(loaded.device, precision, args.compile, args.cuda_graphs, passes))
 
 
