@@ -185,21 +185,9 @@ def _is_run_file(sub: str, name: str) -> bool:
     return bool(pattern.match(temp.group("name") if temp else name))
 
 
-def _difflab_run_files(out: Path) -> list[Path]:
-    """The files of an earlier difflab run in `out`, recognised by name (see _RUN_FILE_PATTERNS)."""
-    found = []
-    for sub in _RUN_FILE_PATTERNS:
-        folder = out if sub == "." else out / sub
-        if not folder.is_dir():
-            continue
-        found += [path for path in sorted(folder.iterdir())
-                  if not path.is_dir() and _is_run_file(sub, path.name)]
-    return found
-
-
-def _foreign_files(out: Path) -> list[str]:
-    """Files in `out`, checkpoints/ and samples/ that difflab did not write (relative names)."""
-    kept = []
+def _run_folder_files(out: Path):
+    """(sub-folder, path) of every entry of `out`, checkpoints/ and samples/, leaving out those two
+    sub-folders themselves and the run's lock."""
     for sub in _RUN_FILE_PATTERNS:
         folder = out if sub == "." else out / sub
         if not folder.is_dir():
@@ -207,9 +195,17 @@ def _foreign_files(out: Path) -> list[str]:
         for path in sorted(folder.iterdir()):
             if sub == "." and (path.name in ("checkpoints", "samples") or path.name.startswith(".difflab")):
                 continue
-            if not _is_run_file(sub, path.name):
-                kept.append(str(path.relative_to(out)))
-    return kept
+            yield sub, path
+
+
+def _difflab_run_files(out: Path) -> list[Path]:
+    """The files of an earlier difflab run in `out`, recognised by name (see _RUN_FILE_PATTERNS)."""
+    return [path for sub, path in _run_folder_files(out) if not path.is_dir() and _is_run_file(sub, path.name)]
+
+
+def _foreign_files(out: Path) -> list[str]:
+    """Files in `out`, checkpoints/ and samples/ that difflab did not write (relative names)."""
+    return [str(path.relative_to(out)) for sub, path in _run_folder_files(out) if not _is_run_file(sub, path.name)]
 
 
 def _check_writable(out: Path) -> None:

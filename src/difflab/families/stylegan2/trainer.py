@@ -32,7 +32,7 @@ from difflab.families.stylegan2.networks import (build_discriminator, build_gene
                                                  draw_uniform)
 from difflab.families.stylegan2.options import check_stylegan2_options
 from difflab.training.checkpoint import optimizer_from_checkpoint, optimizer_to_checkpoint
-from difflab.training.speed import compile_or_eager, optimizer_kernel, should_compile
+from difflab.training.speed import compile_or_eager, optimizer_kernel
 
 class _ClassForward:
     """Calls `type(module).forward(module, ...)`: the class's forward, bypassing an instance patch."""
@@ -91,20 +91,19 @@ class StyleGAN2Trainer:
         self.last_r1 = torch.zeros([], device=self.device)
         self.last_pl = torch.zeros([], device=self.device)
         self.cur_nimg = 0
-        self.compile_enabled = should_compile(config.compile, self.device, config.steps, config.max_minutes)
+        self.compile_enabled = False  # decided by the core's --compile resolution, in prepare()
 
     # ---- set-up ----------------------------------------------------------------------------------
-    def prepare(self, prepare: Callable[..., Any], example_batch: Tensor, compile: bool | None = None,
+    def prepare(self, prepare: Callable[..., Any], example_batch: Tensor, compile: bool = False,
                 cuda_graphs: bool = False) -> None:
         """Wrap G, D and their optimisers for the devices; TF32 on CUDA; compile the main passes
         (`compile`: the core's --compile decision). R1 and path-length passes (double backward)
         always run on the uncompiled modules. CUDA graphs are not used: the lazy regularisers
         change the step's shape from step to step."""
-        if compile is not None:
-            # Only an explicit --compile on compiles the GAN: the main passes compile per batch size
-            # and grad mode, and that cost has not been measured against the eager step yet, so
-            # --compile auto stays eager here (the diffusion family compiles under auto).
-            self.compile_enabled = compile and self.config.compile == "on"
+        # Only an explicit --compile on compiles the GAN: the main passes compile per batch size and
+        # grad mode, and that cost has not been measured against the eager step yet, so --compile
+        # auto stays eager here (the diffusion family compiles under auto).
+        self.compile_enabled = compile and self.config.compile == "on"
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
