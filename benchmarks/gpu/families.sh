@@ -2,13 +2,14 @@
 # Issue 14's acceptance on one GPU: the same 20k anime faces, the same wall-clock budget, three trainers.
 #   PART=gan        difflab --model stylegan2 at its defaults; 1,000 samples at psi 1 and psi 0.75
 #   PART=lucidrains lucidrains' stylegan2_pytorch 1.9.0 at its CLI defaults (--image-size 64); the same samples
+#                   from its EMA generator GE (what its --generate uses) and from its raw generator G
 #   PART=diffusion  difflab's diffusion defaults; DDIM-50 samples unguided and autoguided (weight 2.5)
-# Each part trains for MINUTES (default 6.5) and writes to $OUT: the samples as uint8 .npz (scored on
+# Each part trains for MINUTES (default 8) and writes to $OUT: the samples as uint8 .npz (scored on
 # the CPU by benchmarks/score_samples.py, so the feature network need not travel), metrics, manifests
 # and grids. Carry .data (anime-faces-64px-20k.zip) and, for PART=lucidrains, .whl (its wheels, unpacked by
 # benchmarks/peers/lucidrains_stylegan2.py). SAMPLES (default 1000) sets the images per set.
 set -u
-MINUTES=${MINUTES:-6.5}
+MINUTES=${MINUTES:-8}
 PART=${PART:?set PART=gan, lucidrains or diffusion}
 DATA=.data/anime-faces-64px-20k.zip
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/src
@@ -48,8 +49,11 @@ case $PART in
     finish .runs/ddpm ;;
   lucidrains)
     python3 benchmarks/peers/lucidrains_stylegan2.py --data $DATA --minutes $MINUTES --image-size 64 --wheels .whl \
-      --out .runs/lucid --num-samples ${SAMPLES:-1000} 2>&1 | grep -v Warning | tail -6
-    for psi in 1 0.75; do pack .runs/lucid/samples_ema_psi$psi lucid-psi${psi/./}; done
+      --out .runs/lucid --num-samples ${SAMPLES:-1000} --weights ema,model 2>&1 | grep -v Warning | tail -6
+    for psi in 1 0.75; do
+      pack .runs/lucid/samples_ema_psi$psi lucid-psi${psi/./}          # GE: what its --generate samples
+      pack .runs/lucid/samples_model_psi$psi lucid-raw-psi${psi/./}    # G, the raw generator
+    done
     cp .runs/lucid/result.json $OUT/lucid-result.json 2>/dev/null ;;
 esac
 ls -la $OUT
