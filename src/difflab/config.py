@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from difflab.errors import ConfigError
+from difflab.errors import OPTION, ConfigError
 
 
 def option(default: Any, help: str, choices: tuple | None = None, low: float | None = None,
@@ -33,7 +33,7 @@ def check_declared_range(name: str, value: Any, meta: dict) -> None:
     """The ConfigError for a value outside its option's declared choices or range."""
     choices = meta.get("choices")
     if choices and str(value) not in choices:
-        raise ConfigError(f"{flag_name(name)} must be one of {', '.join(choices)}; got {value!r}")
+        raise ConfigError(f"{OPTION} must be one of {', '.join(choices)}; got {value!r}", option=name)
     low, high = meta.get("low"), meta.get("high")
     if low is None and high is None:
         return
@@ -42,11 +42,11 @@ def check_declared_range(name: str, value: Any, meta: dict) -> None:
     if not (too_low or too_high) and value == value:  # NaN fails every comparison
         return
     if high is None:
-        raise ConfigError(f"{flag_name(name)} must be {'positive' if low == 0 and not meta['low_inclusive'] else f'>= {low}'}"
-                          f"; got {value}")
+        raise ConfigError(f"{OPTION} must be {'positive' if low == 0 and not meta['low_inclusive'] else f'>= {low}'}"
+                          f"; got {value}", option=name)
     left = "[" if meta["low_inclusive"] else "("
     right = "]" if meta["high_inclusive"] else ")"
-    raise ConfigError(f"{flag_name(name)} must be in {left}{low}, {high}{right}; got {value}")
+    raise ConfigError(f"{OPTION} must be in {left}{low}, {high}{right}; got {value}", option=name)
 
 
 POSITIVE = dict(low=0, low_inclusive=False)
@@ -120,9 +120,10 @@ class RunOptions(Options):
 
     def check(self) -> None:
         if not self.data:
-            raise ConfigError("no data given: pass an image folder, a .zip archive or a built-in name (mnist, cifar10, shapes)")
+            raise ConfigError("no data given: pass an image folder, a .zip archive or a built-in name (mnist, cifar10, "
+                              "shapes)", option="data")
         if not self.out:
-            raise ConfigError("--out is required: the run folder for checkpoints and samples")
+            raise ConfigError("{option} is required: the run folder for checkpoints and samples", option="out")
 
 
 @dataclass
@@ -162,14 +163,15 @@ class DiffusionOptions:
     grid_sampler_steps: int = option(50, "DDIM steps for the sample grids", **POSITIVE)
 
     def dim_mults_tuple(self) -> tuple[int, ...]:
-        return parse_int_tuple(self.dim_mults, "--dim-mults", allow_empty=False)
+        return parse_int_tuple(self.dim_mults, "dim_mults", allow_empty=False)
 
     def attn_resolutions_tuple(self) -> tuple[int, ...]:
-        return parse_int_tuple(self.attn_resolutions, "--attn-resolutions", allow_empty=True)
+        return parse_int_tuple(self.attn_resolutions, "attn_resolutions", allow_empty=True)
 
     def check(self) -> None:
         if self.batch_size % self.grad_accum:
-            raise ConfigError(f"--batch-size ({self.batch_size}) must be divisible by --grad-accum ({self.grad_accum})")
+            raise ConfigError(f"{OPTION} ({self.batch_size}) must be divisible by {{option:grad_accum}} "
+                              f"({self.grad_accum})", option="batch_size")
         self.dim_mults_tuple()
         self.attn_resolutions_tuple()
 
@@ -195,14 +197,15 @@ def coerce_options(values: dict[str, Any], source: str, options: type | None = N
 
 
 def parse_int_tuple(text: str, option: str, allow_empty: bool) -> tuple[int, ...]:
-    """'1,2,4' -> (1, 2, 4), with an error naming the option for anything else."""
+    """'1,2,4' -> (1, 2, 4), with an error naming the option (its library name) for anything else."""
     parts = [p.strip() for p in str(text).replace(" ", "").split(",")] if str(text).strip() else []
     try:
         values = tuple(int(p) for p in parts)
     except ValueError:
-        raise ConfigError(f"{option} must be comma-separated positive integers like 1,2,4; got {text!r}") from None
+        raise ConfigError(f"{OPTION} must be comma-separated positive integers like 1,2,4; got {text!r}",
+                          option=option) from None
     if (not values and not allow_empty) or any(v <= 0 for v in values):
-        raise ConfigError(f"{option} must be comma-separated positive integers like 1,2,4; got {text!r}")
+        raise ConfigError(f"{OPTION} must be comma-separated positive integers like 1,2,4; got {text!r}", option=option)
     return values
 
 
@@ -215,7 +218,7 @@ def _coerce(f: dataclasses.Field, value: Any, source: str) -> Any:
     kind = type(f.default)
 
     def reject(expected: str = f"a {kind.__name__}") -> ConfigError:
-        return ConfigError(f"{source}: {flag_name(f.name)} expects {expected}; got {value!r}")
+        return ConfigError(f"{source}: {OPTION} expects {expected}; got {value!r}", option=f.name)
 
     if kind is bool:
         if isinstance(value, bool):
@@ -278,11 +281,11 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     A file that cannot be read or parsed is a ConfigError naming the file and, where known, the line."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"--config: no such file {str(path)!r}")
+        raise ConfigError(f"{OPTION}: no such file {str(path)!r}", option="config")
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"--config: cannot read {path}: {error}") from None
+        raise ConfigError(f"{OPTION}: cannot read {path}: {error}", option="config") from None
     if path.suffix == ".toml":
         try:
             import tomllib
@@ -291,7 +294,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         try:
             values = tomllib.loads(text)
         except tomllib.TOMLDecodeError as error:
-            raise ConfigError(f"--config: {path} is not valid TOML: {error}") from None
+            raise ConfigError(f"{OPTION}: {path} is not valid TOML: {error}", option="config") from None
     elif path.suffix in (".yaml", ".yml"):
         import yaml
         try:
@@ -300,13 +303,13 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
             where = getattr(error, "problem_mark", None)
             line = f" (line {where.line + 1}, column {where.column + 1})" if where is not None else ""
             problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-            raise ConfigError(f"--config: {path} is not valid YAML{line}: {problem}") from None
+            raise ConfigError(f"{OPTION}: {path} is not valid YAML{line}: {problem}", option="config") from None
         values = {} if values is None else values
     else:
-        raise ConfigError(f"--config must be a .toml, .yaml or .yml file; got {str(path)!r}")
+        raise ConfigError(f"{OPTION} must be a .toml, .yaml or .yml file; got {str(path)!r}", option="config")
     if not isinstance(values, dict):
-        raise ConfigError(f"--config: {path} must hold a table of options")
+        raise ConfigError(f"{OPTION}: {path} must hold a table of options", option="config")
     values = values.get("train", values)
     if not isinstance(values, dict):
-        raise ConfigError(f"--config: the [train] table of {path} must hold options, not {type(values).__name__}")
+        raise ConfigError(f"{OPTION}: the [train] table of {path} must hold options, not {type(values).__name__}", option="config")
     return values

@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except ConfigError as error:
-        parser.error(str(error))  # prints usage and exits with code 2, before any work
+        # prints usage and exits with code 2, before any work; the option as this command spells it
+        parser.error(error.render(flag_namer(parser, args.command)))
     except DataError as error:
         print(f"difflab: error: {error}", file=sys.stderr)
         return 1
@@ -75,6 +76,26 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("difflab: interrupted", file=sys.stderr)
         return 130
+
+
+def flag_namer(parser: argparse.ArgumentParser, command: str | None):
+    """Map a library option name (an argparse `dest`, e.g. "image_size") to the flag that the
+    command's parser spells it with ("--image-size", or a positional's metavar such as "REAL").
+    A name no flag of the command has reads as `--name-with-dashes`."""
+    spelled: dict[str, str] = {}
+    actions = list(parser._actions)
+    for action in parser._actions:  # argparse keeps sub-parsers only here
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            actions += action.choices[command]._actions
+    for action in actions:
+        if action.option_strings:
+            if action.help == argparse.SUPPRESS:  # hidden aliases spell no option
+                continue
+            long = [s for s in action.option_strings if s.startswith("--")]
+            spelled.setdefault(action.dest, (long or action.option_strings)[0])
+        elif action.dest not in (argparse.SUPPRESS, "command"):
+            spelled.setdefault(action.dest, action.metavar if isinstance(action.metavar, str) else action.dest.upper())
+    return lambda name: spelled.get(name, "--" + name.replace("_", "-"))
 
 
 # Errors of the storage, not of difflab: full disk or quota, read-only file system, no permission,
