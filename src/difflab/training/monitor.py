@@ -1,0 +1,380 @@
+"""Quality while training: FD and KID of the EMA weights' samples every `--eval-every` steps,
+the best checkpoint, early stopping, and a memorisation alarm against held-out images.
+
+The Keras DDIM lab tracks KID every epoch and keeps the best model; lucidrains' Trainer
+computes FID as it trains. Here any feature network works (`--eval-features inception` or
+FILE.py:FUNCTION for offline machines), the cost is measured and logged, and memory stays
+bounded: the training set's statistics stream (`RunningStatistics`, a D x D matrix whatever
+the set's size) and are computed once per run, under a key built as `difflab fid-stats`
+builds its keys, and the samples of an evaluation are never kept, only their features.
+
+Memorisation (`--holdout N`): N training images are never trained on. At each evaluation the
+samples' nearest training image (RMS distance of 32x32 thumbnails, as `difflab nearest`) is
+compared with the held-out images' nearest training image: real images the model never saw
+set the baseline rate of "near copies" (closer than 0.05). A sample rate clearly above it
+(a two-proportion z-test at z > 3, and at least twice the baseline) is a warning, once.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from difflab.errors import ConfigError
+from difflab.metrics.extractors import Extractor
+from difflab.metrics.frechet import frechet_distance
+from difflab.metrics.kid import kernel_distance
+from difflab.metrics.nearest import DEFAULT_COPY_THRESHOLD, THUMBNAIL_SIZE, nearest_neighbours
+from difflab.metrics.running import RunningStatistics
+from difflab.metrics.stats_cache import fingerprint
+from difflab.metrics.statistics import FeatureStatistics
+
+METRICS = ("fd", "kid")
+KID_REFERENCE_IMAGES = 5000  # training features kept for KID: bounded, whatever the set's size
+KID_SUBSETS = 20  # fewer than `difflab kid`'s 100: an evaluation must stay cheap; the spread is logged
+ALARM_Z = 3.0
+
+
+@dataclass(frozen=True)
+class MonitorSettings:
+    """What the monitor does; built from the run's options by `from_options`."""
+    every_steps: int  # 0 = no evaluations
+    images: int
+    metric: str  # "fd" or "kid": the score `best` and early stopping follow (lower is better)
+    features: str  # "inception" or FILE.py:FUNCTION
+    batch_size: int
+    keep_best: bool
+    early_stop_patience: int  # evaluations without improvement before stopping; 0 = never
+    holdout: int
+    copy_threshold: float = DEFAULT_COPY_THRESHOLD
+
+    @classmethod
+    def from_options(cls, options: Any) -> MonitorSettings:
+        return cls(every_steps=options.eval_every, images=options.eval_images, metric=options.eval_metric,
+                   features=options.eval_features, batch_size=options.eval_batch_size,
+                   keep_best=options.keep_best, early_stop_patience=options.early_stop_patience,
+                   holdout=options.holdout)
+
+    @property
+    def enabled(self) -> bool:
+        return self.every_steps > 0
+
+    def check(self) -> None:
+        """Options that only make sense together fail before any work."""
+        if self.metric not in METRICS:
+            raise ConfigError(f"{{option}} must be one of {', '.join(METRICS)}; got {self.metric!r}", option="eval_metric")
+        if not self.enabled:
+            for name, value in (("keep_best", self.keep_best), ("early_stop_patience", self.early_stop_patience)):
+                if value:
+                    raise ConfigError("{option} needs evaluations during training: set {option:eval_every} too",
+                                      option=name)
+        if self.enabled and self.images < 2:
+            raise ConfigError(f"{{option}} must be at least 2 (a covariance); got {self.images}", option="eval_images")
+
+
+@dataclass
+class MonitorState:
+    """What resumes with the run: the history, the best score so far and the alarm."""
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_score: float | None = None
+    best_step: int | None = None
+    evaluations_since_best: int = 0
+    alarm_fired: bool = False
+    eval_seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"history": self.history, "best_score": self.best_score, "best_step": self.best_step,
+                "evaluations_since_best": self.evaluations_since_best, "alarm_fired": self.alarm_fired,
+                "eval_seconds": self.eval_seconds}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> MonitorState:
+        return cls(**{k: values[k] for k in cls().to_dict() if k in values})
+
+
+@dataclass
+class Evaluation:
+    """One evaluation's outcome, as the loop acts on it."""
+    record: dict[str, Any]
+    improved: bool
+    stop: str | None  # a reason to stop early, or None
+
+
+@dataclass
+class Reference:
+    """The training set as the monitor compares with it; computed once per run."""
+    statistics: FeatureStatistics
+    kid_features: np.ndarray  # (<= KID_REFERENCE_IMAGES, D)
+    thumbnails: np.ndarray | None  # (N, 32*32*3) uint8 of every training image, when held-out images exist
+    key: str
+
+
+def features_of(extractor: Extractor, images: Tensor, device: torch.device) -> np.ndarray:
+    """Features of uint8 (B, C, H, W) images: the [0, 1] RGB input `difflab eval` gives the
+    network for the same pixels (grayscale repeated to three channels, as PIL's convert)."""
+    pixels = images.to(device).float().div(255)
+    if pixels.shape[1] == 1:
+        pixels = pixels.expand(-1, 3, -1, -1)
+    with torch.no_grad():
+        output = extractor.network.features(pixels)
+    values = output.float().cpu().numpy() if torch.is_tensor(output) else np.asarray(output, dtype=np.float32)
+    return values.astype(np.float32)
+
+
+def thumbnails_of(images: Tensor) -> np.ndarray:
+    """(B, 32*32*3) uint8: the thumbnails `difflab nearest` compares (bilinear, RGB)."""
+    from PIL import Image
+    rows = []
+    for image in images.cpu():
+        array = image.permute(1, 2, 0).numpy()
+        picture = Image.fromarray(array.squeeze(-1) if array.shape[-1] == 1 else array).convert("RGB")
+        small = picture.resize((THUMBNAIL_SIZE, THUMBNAIL_SIZE), Image.Resampling.BILINEAR)
+        rows.append(np.asarray(small, dtype=np.uint8).reshape(-1))
+    return np.stack(rows)
+
+
+def near_copy_rate(queries: np.ndarray, training: np.ndarray, threshold: float) -> tuple[float, float]:
+    """(share of queries whose nearest training thumbnail is within `threshold` RMS, median RMS)."""
+    _, distances = nearest_neighbours(queries, training)
+    rms = distances / 255 / math.sqrt(queries.shape[1])
+    return float((rms < threshold).mean()), float(np.median(rms))
+
+
+def copies_clearly_exceed(sample_rate: float, samples: int, baseline_rate: float, baseline: int) -> bool:
+    """A two-proportion z-test (pooled) at z > ALARM_Z, and at least twice the baseline rate."""
+    pooled = (sample_rate * samples + baseline_rate * baseline) / (samples + baseline)
+    spread = math.sqrt(max(pooled * (1 - pooled) * (1 / samples + 1 / baseline), 1e-12))
+    return (sample_rate - baseline_rate) / spread > ALARM_Z and sample_rate >= 2 * baseline_rate
+
+
+def _batches(dataset: Any, batch_size: int):
+    images = getattr(dataset, "images", None)
+    for start in range(0, len(dataset), batch_size):
+        stop = min(start + batch_size, len(dataset))
+        yield images[start:stop] if images is not None else torch.stack([dataset[i] for i in range(start, stop)])
+
+
+def reference_key(dataset: Any, extractor: Extractor, holdout: int, seed: int) -> str:
+    """What the reference depends on: the images (for files, as `difflab fid-stats` keys them:
+    each file's name, size and modification time; for built-in sets, their pixels), the
+    training size and channels the images were brought to, the split, and the extractor."""
+    digest = hashlib.sha256(f"{extractor.identity}\0{dataset.image_size}\0{dataset.channels}\0"
+                            f"{holdout}\0{seed}\0{len(dataset)}\n".encode())
+    try:
+        digest.update(fingerprint(dataset.refs, extractor).encode())
+    except OSError:  # built-in sets have no files: key their pixels
+        images = getattr(dataset, "images", None)
+        if images is None:
+            raise
+        digest.update(images.contiguous().numpy().tobytes())
+    return digest.hexdigest()[:32]
+
+
+class QualityMonitor:
+    """Evaluations during training. The loop calls `due(step)`, then `evaluate(...)` with a
+    function that makes images; `state()` and `load_state()` carry it across a resume."""
+
+    def __init__(self, settings: MonitorSettings, run_dir: Path, extractor_factory: Callable[[], Extractor],
+                 device: torch.device, seed: int = 0, progress: bool = True) -> None:
+        self.settings, self.run_dir, self.device, self.seed = settings, Path(run_dir), device, seed
+        self._extractor_factory = extractor_factory
+        self._extractor: Extractor | None = None
+        self.reference: Reference | None = None
+        self.holdout_rate: float | None = None
+        self.holdout_median: float | None = None
+        self.holdout_count = 0
+        self.state = MonitorState()
+        self.progress = progress
+
+    @property
+    def extractor(self) -> Extractor:
+        if self._extractor is None:
+            self._extractor = self._extractor_factory()
+        return self._extractor
+
+    def due(self, step: int) -> bool:
+        return self.settings.enabled and step > 0 and step % self.settings.every_steps == 0
+
+    # ---- the training set, once per run ------------------------------------------------------------
+    def prepare(self, training: Any, held_out: Any | None) -> None:
+        """Statistics of the images trained on (cached in the run folder under their key), and the
+        held-out images' near-copy baseline."""
+        started = time.monotonic()
+        key = reference_key(training, self.extractor, self.settings.holdout, self.seed)
+        path = self.run_dir / "eval" / f"reference-{key}.npz"
+        want_thumbnails = held_out is not None
+        self.reference = self._load_reference(path, key, want_thumbnails) or self._compute_reference(
+            training, path, key, want_thumbnails)
+        if held_out is not None and self.reference.thumbnails is not None:
+            held_thumbnails = np.concatenate([thumbnails_of(b) for b in _batches(held_out, self.settings.batch_size)])
+            self.holdout_rate, self.holdout_median = near_copy_rate(
+                held_thumbnails, self.reference.thumbnails, self.settings.copy_threshold)
+            self.holdout_count = len(held_thumbnails)
+        self.state.eval_seconds += time.monotonic() - started
+
+    def _load_reference(self, path: Path, key: str, want_thumbnails: bool) -> Reference | None:
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as stored:
+                thumbnails = stored["thumbnails"] if "thumbnails" in stored else None
+                if want_thumbnails and thumbnails is None:
+                    return None
+                statistics = FeatureStatistics(stored["mu"], stored["sigma"], int(stored["num_images"]),
+                                               self.extractor.name, "training images")
+                return Reference(statistics, stored["kid_features"], thumbnails, key)
+        except (OSError, ValueError, KeyError):
+            return None  # unreadable: computed again, and rewritten
+
+    def _compute_reference(self, training: Any, path: Path, key: str, want_thumbnails: bool) -> Reference:
+        from tqdm.auto import tqdm
+        running = RunningStatistics()
+        chosen = np.sort(np.random.default_rng(self.seed).choice(
+            len(training), min(len(training), KID_REFERENCE_IMAGES), replace=False))
+        kid_rows, thumbnails, offset = [], [], 0
+        bar = tqdm(total=len(training), desc="monitor: training-set statistics", unit="img", leave=False,
+                   disable=not self.progress)
+        for batch in _batches(training, self.settings.batch_size):
+            features = features_of(self.extractor, batch, self.device)
+            running.add(features)
+            inside = chosen[(chosen >= offset) & (chosen < offset + len(batch))] - offset
+            kid_rows.append(features[inside])
+            if want_thumbnails:
+                thumbnails.append(thumbnails_of(batch))
+            offset += len(batch)
+            bar.update(len(batch))
+        bar.close()
+        statistics = running.result(self.extractor, "training images")
+        reference = Reference(statistics, np.concatenate(kid_rows), np.concatenate(thumbnails) if thumbnails else None,
+                              key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {"mu": statistics.mu, "sigma": statistics.sigma, "num_images": statistics.num_images,
+                  "kid_features": reference.kid_features, "key": key}
+        if reference.thumbnails is not None:
+            arrays["thumbnails"] = reference.thumbnails
+        partial = path.with_name(path.stem + ".part.npz")
+        np.savez(partial, **arrays)
+        os.replace(partial, path)  # never a truncated cache file
+        return reference
+
+    # ---- one evaluation ----------------------------------------------------------------------------
+    def evaluate(self, make_images: Callable[[int, int], Tensor], step: int, train_seconds: float) -> Evaluation:
+        """Score `settings.images` samples from `make_images(count, seed)` (uint8 (B, C, H, W))."""
+        if self.reference is None:
+            raise RuntimeError("QualityMonitor.prepare() must run before evaluate()")
+        started = time.monotonic()
+        settings = self.settings
+        running, kept, thumbnails, made = RunningStatistics(), [], [], 0
+        while made < settings.images:
+            count = min(settings.batch_size, settings.images - made)
+            images = make_images(count, self.seed + made)
+            features = features_of(self.extractor, images, self.device)
+            running.add(features)
+            if settings.metric == "kid":
+                kept.append(features)
+            if self.holdout_rate is not None:
+                thumbnails.append(thumbnails_of(images))
+            made += count
+        statistics = running.result(self.extractor, f"samples at step {step}")
+        reference = self.reference.statistics
+        record: dict[str, Any] = {"fd": frechet_distance(statistics.mu, statistics.sigma, reference.mu, reference.sigma),
+                                  "images": made}
+        if settings.metric == "kid":
+            kid = kernel_distance(np.concatenate(kept), self.reference.kid_features, num_subsets=KID_SUBSETS,
+                                  seed=step)
+            record.update(kid=kid.mean, kid_std=kid.std)
+        if self.holdout_rate is not None:
+            rate, median = near_copy_rate(np.concatenate(thumbnails), self.reference.thumbnails,
+                                          settings.copy_threshold)
+            record.update(near_copy_rate=rate, nearest_median=median, holdout_near_copy_rate=self.holdout_rate,
+                          holdout_nearest_median=self.holdout_median)
+            if not self.state.alarm_fired and copies_clearly_exceed(rate, made, self.holdout_rate, self.holdout_count):
+                self.state.alarm_fired = True
+                record["memorisation_alarm"] = True
+                warnings.warn(f"difflab: at step {step}, {rate:.1%} of the samples are near copies of training "
+                              f"images (RMS < {settings.copy_threshold}), against {self.holdout_rate:.1%} of "
+                              "held-out real images: the model has started to copy its training set; "
+                              "an earlier checkpoint may be the better one", stacklevel=2)
+        seconds = time.monotonic() - started
+        self.state.eval_seconds += seconds
+        improved = self._count(float(record[settings.metric]), step)
+        record.update(step=step, seconds=seconds, eval_seconds_total=self.state.eval_seconds,
+                      eval_share=self.state.eval_seconds / max(train_seconds + self.state.eval_seconds, 1e-9),
+                      best_step=self.state.best_step, metric=settings.metric, features=self.extractor.name)
+        self.state.history.append(record)
+        stop = None
+        patience = settings.early_stop_patience
+        if patience and self.state.evaluations_since_best >= patience:
+            stop = (f"{settings.metric.upper()} has not improved for {patience} evaluations (best "
+                    f"{self.state.best_score:.4g} at step {self.state.best_step})")
+        return Evaluation(record, improved, stop)
+
+    # ---- resume and outputs ------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return self.state.to_dict()
+
+    def load_state_dict(self, values: dict[str, Any] | None, resume_step: int) -> None:
+        """The state saved at `resume_step`; evaluations logged after it are dropped with the weights."""
+        saved = MonitorState.from_dict(values or {})
+        self.state = MonitorState(eval_seconds=saved.eval_seconds)
+        for record in (r for r in saved.history if r["step"] <= resume_step):  # replayed: best and counts follow
+            self._count(float(record[self.settings.metric]), record["step"])
+            self.state.alarm_fired |= bool(record.get("memorisation_alarm"))
+            self.state.history.append(record)
+
+    def _count(self, score: float, step: int) -> bool:
+        """Book one evaluation's score; whether it is the best so far (lower is better)."""
+        improved = self.state.best_score is None or score < self.state.best_score
+        if improved:
+            self.state.best_score, self.state.best_step, self.state.evaluations_since_best = score, step, 0
+        else:
+            self.state.evaluations_since_best += 1
+        return improved
+
+    def plot(self, path: Path) -> Path | None:
+        """quality.png: the monitored score (and FD) against step and training time."""
+        history = self.state.history
+        if not history:
+            return None
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        names = [n for n in ("fd", "kid", "near_copy_rate") if n in history[0]]
+        figure, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.0), dpi=110, squeeze=False)
+        for axis, name in zip(axes[0], names):
+            axis.plot([r["step"] for r in history], [r[name] for r in history], marker="o", linewidth=1)
+            if name == "near_copy_rate" and "holdout_near_copy_rate" in history[0]:
+                axis.axhline(history[0]["holdout_near_copy_rate"], color="tab:gray", linestyle="--",
+                             label="held-out real images")
+                axis.legend(fontsize=7)
+            if name == self.settings.metric and self.state.best_step is not None:
+                axis.axvline(self.state.best_step, color="tab:green", alpha=0.4, label="best")
+            axis.set_title(f"{name} ({self.extractor.name})" if name != "near_copy_rate" else name, fontsize=9)
+            axis.set_xlabel("step", fontsize=8)
+            axis.grid(alpha=0.3)
+        figure.tight_layout()
+        figure.savefig(path)
+        plt.close(figure)
+        return Path(path)
+
+    def summary(self) -> dict[str, Any]:
+        return {"evaluations": len(self.state.history), "best_step": self.state.best_step,
+                "best_score": self.state.best_score, "metric": self.settings.metric,
+                "eval_seconds": round(self.state.eval_seconds, 2), "memorisation_alarm": self.state.alarm_fired}
+
+
+def write_holdout_list(run_dir: Path, held_out: Any) -> None:
+    """holdout.json: which images were never trained on (their names), for the user to check."""
+    names = [str(ref) for ref in held_out.refs]
+    (Path(run_dir) / "holdout.json").write_text(json.dumps({"count": len(names), "images": names}, indent=1) + "\n")
