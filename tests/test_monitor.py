@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from difflab.config import TrainConfig
 from difflab.data import BatchStream, load_dataset
 from difflab.data.base import TensorImageDataset
 from difflab.data.holdout import split_holdout
@@ -82,7 +83,9 @@ def test_options_that_need_evaluations_fail_without_them():
     with pytest.raises(ConfigError, match="keep_best needs evaluations"):
         settings(every_steps=0).check()
     with pytest.raises(ConfigError, match="eval_metric must be one of fd, kid"):
-        settings(metric="fid").check()
+        TrainConfig(data="shapes", out="x", eval_every=10, eval_metric="fid").validate()
+    with pytest.raises(ConfigError, match="early_stop_patience needs evaluations"):
+        TrainConfig(data="shapes", out="x", early_stop_patience=2).validate()
 
 
 def shifted_images(offset: float):
@@ -104,7 +107,7 @@ def test_best_follows_a_planted_score_sequence_and_early_stopping_counts_evaluat
                              progress=False)
     monitor.prepare(training_set(), None)
     offsets = [40, 10, 25, 2, 20, 30, 15]  # best at the 4th evaluation; three worse ones stop the run
-    outcomes = [monitor.evaluate(shifted_images(o), step=10 * (i + 1), train_seconds=100.0)
+    outcomes = [monitor.evaluate(shifted_images(o), step=10 * (i + 1), run_seconds=100.0)
                 for i, o in enumerate(offsets)]
     scores = [o.record["fd"] for o in outcomes]
     assert scores[3] == min(scores) and scores[1] < scores[0]
@@ -118,7 +121,7 @@ def test_best_follows_a_planted_score_sequence_and_early_stopping_counts_evaluat
                             progress=False)
     replay.prepare(training_set(), None)
     for i, o in enumerate(offsets[:5]):
-        replay.evaluate(shifted_images(o), step=10 * (i + 1), train_seconds=100.0)
+        replay.evaluate(shifted_images(o), step=10 * (i + 1), run_seconds=100.0)
     saved_at_50 = replay.state_dict()
     resumed = QualityMonitor(settings(early_stop_patience=3), tmp_path, lambda: STUB, torch.device("cpu"),
                              progress=False)
@@ -128,7 +131,7 @@ def test_best_follows_a_planted_score_sequence_and_early_stopping_counts_evaluat
     assert (resumed.state.best_step, resumed.state.best_score) == (40, saved_at_50["best_score"])
     resumed.prepare(training_set(), None)
     assert resumed.due(60) and not resumed.due(55)
-    again = [resumed.evaluate(shifted_images(o), step=10 * (i + 6), train_seconds=100.0)
+    again = [resumed.evaluate(shifted_images(o), step=10 * (i + 6), run_seconds=100.0)
              for i, o in enumerate(offsets[5:])]
     assert [o.stop is not None for o in again] == [False, True]  # the same step as without the resume
 
@@ -153,7 +156,7 @@ def test_kid_is_the_monitored_score_when_asked(tmp_path):
     monitor = QualityMonitor(settings(metric="kid", images=40), tmp_path, lambda: STUB, torch.device("cpu"),
                              progress=False)
     monitor.prepare(training_set(), None)
-    near, far = (monitor.evaluate(shifted_images(o), step=s, train_seconds=1.0).record for o, s in ((1, 10), (60, 20)))
+    near, far = (monitor.evaluate(shifted_images(o), step=s, run_seconds=1.0).record for o, s in ((1, 10), (60, 20)))
     assert near["kid"] < far["kid"] and "kid_std" in near and near["metric"] == "kid"
 
 
@@ -173,14 +176,14 @@ def test_the_alarm_fires_on_copies_and_not_on_unseen_real_faces(tmp_path, shared
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no alarm on real unseen faces
-        honest = monitor.evaluate(unseen, step=10, train_seconds=1.0).record
+        honest = monitor.evaluate(unseen, step=10, run_seconds=1.0).record
     assert "memorisation_alarm" not in honest and honest["near_copy_rate"] <= 0.05
     with pytest.warns(UserWarning, match="near copies of training images"):
-        copied = monitor.evaluate(copies, step=20, train_seconds=1.0).record
+        copied = monitor.evaluate(copies, step=20, run_seconds=1.0).record
     assert copied["memorisation_alarm"] and copied["near_copy_rate"] == 1.0
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # once only
-        monitor.evaluate(copies, step=30, train_seconds=1.0)
+        monitor.evaluate(copies, step=30, run_seconds=1.0)
 
 
 def test_the_alarm_test_needs_a_clear_excess():

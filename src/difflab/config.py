@@ -49,6 +49,8 @@ def check_declared_range(name: str, value: Any, meta: dict) -> None:
     raise ConfigError(f"{OPTION} must be in {left}{low}, {high}{right}; got {value}", option=name)
 
 
+LOGGERS = ("none", "tensorboard", "wandb")  # difflab.training.trackers
+EVAL_METRICS = ("fd", "kid")  # difflab.training.monitor
 POSITIVE = dict(low=0, low_inclusive=False)
 NON_NEGATIVE = dict(low=0)
 FRACTION = dict(low=0, high=1, high_inclusive=False)
@@ -117,6 +119,26 @@ class RunOptions(Options):
     keep_checkpoints: int = option(3, "keep this many most recent checkpoints", **POSITIVE)
     grid_images: int = option(64, "images in each sample grid", **NON_NEGATIVE)
     log_every: int = option(50, "append to metrics.jsonl every this many steps", **POSITIVE)
+    logger: str = option("none", "also log scalars and sample grids to a tracker (metrics.jsonl stays the record): "
+                         "tensorboard (RUN/logs; pip install 'difflab[tensorboard]') or wandb", LOGGERS)
+    # Quality while training (difflab.training.monitor)
+    eval_every: int = option(0, "score samples of the EMA weights every this many steps (0 = never): FD, and KID "
+                             "with --eval-metric kid, against the training images, logged to metrics.jsonl and "
+                             "quality.png", **NON_NEGATIVE)
+    eval_images: int = option(1000, "samples per evaluation", low=2)
+    eval_metric: str = option("fd", "the score that --keep-best and --early-stop-patience follow (lower is better)",
+                              EVAL_METRICS)
+    eval_features: str = option("inception", "feature network of the scores: inception (FID's; needs its weights, "
+                                "see `difflab fid --help`) or FILE.py:FUNCTION, e.g. ../shared/eval/featnet.py:cifar10")
+    eval_batch_size: int = option(250, "images per batch when sampling and extracting features for an evaluation",
+                                  **POSITIVE)
+    eval_sampler_steps: int = option(20, "sampler steps of the evaluation samples, for families with steps "
+                                     "(diffusion: DDIM); 0 = those of the grids", **NON_NEGATIVE)
+    keep_best: bool = option(False, "keep the best-scoring checkpoint as RUN/checkpoints/best (sample --weights best)")
+    early_stop_patience: int = option(0, "stop when the score has not improved for this many evaluations (0 = never)",
+                                      **NON_NEGATIVE)
+    holdout: int = option(0, "set this many training images aside, never trained on: the baseline of the "
+                          "memorisation alarm (near copies of training images, at each evaluation)", **NON_NEGATIVE)
 
     def check(self) -> None:
         if not self.data:
@@ -124,6 +146,10 @@ class RunOptions(Options):
                               "shapes)", option="data")
         if not self.out:
             raise ConfigError("{option} is required: the run folder for checkpoints and samples", option="out")
+        from difflab.training.monitor import MonitorSettings
+        from difflab.training.trackers import check_logger
+        MonitorSettings.from_options(self).check()
+        check_logger(self.logger)
 
 
 @dataclass

@@ -38,7 +38,9 @@ def add_generation_options(parser: argparse.ArgumentParser | argparse._ArgumentG
                         help="timestep spacing of ddim and dpmpp-2m (default uniform)")
     parser.add_argument("--clip", choices=CLIPPING, default=None, help="x0 clipping (default: the run's --clip)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--weights", choices=("ema", "model"), default="ema", help="EMA (default) or raw weights")
+    parser.add_argument("--weights", choices=("ema", "model", "best"), default="ema",
+                        help="EMA (default), raw weights, or best: the EMA weights of the best-scoring checkpoint "
+                             "(train --keep-best)")
     parser.add_argument("--device", default=None, help="cuda, cpu, cuda:1 ... (default: cuda if available)")
     parser.add_argument("--precision", choices=("auto", "no", "bf16", "fp16"), default="auto",
                         help="autocast (default auto = bf16 on GPUs and on CPUs with AMX or AVX-512 BF16, else fp32); on a GPU, bf16/fp16 "

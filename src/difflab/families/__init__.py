@@ -74,11 +74,15 @@ def checkpoint_family(config: dict[str, Any], meta: dict[str, Any]) -> str:
 def load_generator(path: str | Path, device: str | torch.device | None = None, weights: str = "ema") -> ImageGenerator:
     """The trained model under `path` (a run folder or a checkpoint file), whatever its family:
     reads the checkpoint's `family` field and hands it to that family's loader. No code from the
-    file is executed (safetensors)."""
+    file is executed (safetensors). `weights`: ema, model, or best (the EMA weights of the
+    checkpoint that scored best during training, kept by --keep-best)."""
     from difflab.training.checkpoint import load_checkpoint
     from difflab.generation.model_io import default_device
 
     device = torch.device(device) if device else default_device()
+    if weights == "best":  # the EMA weights of the best-scoring checkpoint (train --keep-best)
+        from difflab.training.monitor import best_checkpoint_folder
+        path, weights = best_checkpoint_folder(path), "ema"
     checkpoint = load_checkpoint(path, groups=())  # metadata only: which family, which groups
     family = get_family(checkpoint_family(checkpoint.config, checkpoint.meta))
     if weights not in family.weights:

@@ -85,13 +85,14 @@ class DiffusionTrainer:
         self.ema.load_state_dict(meta["ema"])
         optimizer_from_checkpoint(self.optimizer, tensors.get("optimizer", {}), meta["optimizer"])
 
-    def preview(self, count: int, seed: int) -> Tensor:
+    def preview(self, count: int, seed: int, steps: int | None = None) -> Tensor:
         config = self.config
+        steps = steps or config.grid_sampler_steps
         generator = torch.Generator(self.device).manual_seed(seed)
         noise = torch.randn(count, self.image_channels, config.image_size, config.image_size,
                             device=self.device, generator=generator)
         denoiser = make_denoiser(self.ema.shadow, self.schedule, config.objective, config.clip)
-        return sample_ddim(denoiser, noise, self.schedule, steps=min(config.grid_sampler_steps, config.timesteps))
+        return sample_ddim(denoiser, noise, self.schedule, steps=min(steps, config.timesteps))
 
 
 def _unwrapped(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:

@@ -22,12 +22,15 @@ from tqdm.auto import tqdm
 
 from difflab.config import RunOptions
 from difflab.data import BatchStream, augment_batch, load_dataset
+from difflab.data.holdout import split_holdout
 from difflab.errors import DataError
 from difflab.families import StepContext, get_family
-from difflab.training.checkpoint import (Checkpoint, clean_orphaned_temp_files, find_checkpoint, load_checkpoint,
-                                         rng_from_checkpoint, rng_to_checkpoint, save_checkpoint)
+from difflab.training.checkpoint import (Checkpoint, checkpoint_step, clean_orphaned_temp_files, find_checkpoint,
+                                         load_checkpoint, rng_from_checkpoint, rng_to_checkpoint, save_checkpoint)
 from difflab.training.run_lock import RunLock
 from difflab.training.metrics_log import MetricsLog, plot_training_curves
+from difflab.training.monitor import BEST_FOLDER, MonitorSettings, QualityMonitor, monitor_extractor, write_holdout_list
+from difflab.training.trackers import Trackers, accelerator_arguments
 from difflab.training.speed import memory_format_for, resolve_mixed_precision, should_compile, use_cuda_graphs
 from difflab.viz.grid import save_grid, to_uint8
 
@@ -50,7 +53,8 @@ class TrainResult:
     step: int
     checkpoint: Path | None
     images_per_second: float
-    stopped_by: str  # "steps" | "time"
+    stopped_by: str  # "steps" | "time" | "early_stop"
+    best_checkpoint: Path | None = None  # --keep-best: the best-scoring checkpoint
 
 
 def step_seed(seed: int, step: int, rank: int, stream: int) -> int:
@@ -82,6 +86,7 @@ def _train(config: RunOptions, family, resume: bool, progress: bool) -> TrainRes
         cpu=cpu_only,
         mixed_precision=resolve_mixed_precision(config.mixed_precision, PartialState(cpu=cpu_only).device),
         gradient_accumulation_steps=1,  # a family accumulates by hand, per optimisation step
+        **accelerator_arguments(config.logger, run_dir),
     )
     device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
     is_main = accelerator.is_main_process
@@ -95,6 +100,7 @@ def _train(config: RunOptions, family, resume: bool, progress: bool) -> TrainRes
     dataset = load_dataset(config.data, image_size=config.image_size, channels=config.image_channels,
                            root=config.data_root or None, max_images=config.max_images or None,
                            progress=progress and is_main)
+    dataset, held_out = split_holdout(dataset, config.holdout, config.seed, min_train=config.batch_size)
     dataset.require_at_least(config.batch_size, option="--batch-size")
 
     # ---- 3. The family's networks, optimisers and losses, built from the options ----------------------
@@ -123,30 +129,51 @@ def _train(config: RunOptions, family, resume: bool, progress: bool) -> TrainRes
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(config.to_json() + "\n")
     log = MetricsLog(run_dir / "metrics.jsonl", resume_step=start_step if resume else None) if is_main else None
+    trackers = Trackers(accelerator, config.logger, run_dir.name, config.to_dict())
 
-    def save(step: int, train_seconds: float) -> Path | None:
+    # ---- 4b. The quality monitor (--eval-every): the training set's statistics, once per run --------
+    monitor = None
+    if is_main and held_out is not None:
+        write_holdout_list(run_dir, held_out)
+    settings = MonitorSettings.from_options(config)
+    if settings.enabled and is_main:
+        monitor = QualityMonitor(settings, run_dir, lambda: monitor_extractor(settings.features, device), device,
+                                 seed=config.seed, progress=progress)
+        if resume:
+            monitor.load_state_dict(checkpoint.meta.get("monitor"), start_step)
+        monitor.prepare(dataset, held_out)
+
+    def save(step: int, train_seconds: float, folder: Path = checkpoints_dir, keep: int = config.keep_checkpoints,
+             grid: bool = True) -> Path | None:
         path = None
         if is_main:
             tensors, meta = trainer.state()
             rng_tensors, rng_meta = rng_to_checkpoint()
             scaler = accelerator.scaler.state_dict() if accelerator.scaler is not None else None
-            path = save_checkpoint(checkpoints_dir, Checkpoint(
+            path = save_checkpoint(folder, Checkpoint(
                 step=step, config=config.to_dict(), tensors={**tensors, "rng": rng_tensors},
                 meta={**meta, "family": family.name, "rng": rng_meta, "scaler": scaler,
                       "image_channels": dataset.channels, "train_seconds": train_seconds,
-                      "images_seen": step * config.batch_size, "processes": world}),
-                keep=config.keep_checkpoints)
-            if config.grid_images > 0:
+                      "images_seen": step * config.batch_size, "processes": world,
+                      **({"monitor": monitor.state_dict()} if monitor is not None else {})}),
+                keep=keep)
+            if grid and config.grid_images > 0:
                 with torch.no_grad(), accelerator.autocast():
                     images = trainer.preview(config.grid_images, config.seed)
-                save_grid(to_uint8(images), samples_dir / f"step-{step:08d}.png")
+                grid_image = to_uint8(images)
+                save_grid(grid_image, samples_dir / f"step-{step:08d}.png")
+                trackers.grid("samples", _grid_array(grid_image), step)
         accelerator.wait_for_everyone()
         return path
+
+    def make_images(count: int, seed: int) -> torch.Tensor:  # the monitor's samples: EMA weights, uint8
+        with torch.no_grad(), accelerator.autocast():
+            return to_uint8(trainer.preview(count, seed, steps=config.eval_sampler_steps or None))
 
     # ---- 5. Train ----------------------------------------------------------------------------------------
     batches = iter(BatchStream(dataset, per_process_batch, seed=config.seed, start_step=start_step, device=device,
                                rank=rank, world_size=world, workers=None if config.workers < 0 else config.workers))
-    step, stopped_by, last_checkpoint = start_step, "steps", None
+    step, stopped_by, last_checkpoint, best_checkpoint = start_step, "steps", None, None
     sums: dict[str, torch.Tensor] = {}
     interval_count, non_finite = 0, torch.zeros((), dtype=torch.bool, device=device)
     interval_start = time.monotonic()
@@ -191,12 +218,36 @@ def _train(config: RunOptions, family, resume: bool, progress: bool) -> TrainRes
             bar.set_postfix({**{name: f"{value:.4f}" for name, value in list(averages.items())[:3]},
                              "img_s": f"{images_per_second:.0f}"})
             if log is not None:
-                log.write({"step": step, **averages, **trainer.log_state(),
-                           "images_per_second": images_per_second, "seconds": elapsed_before + now - started})
+                record = {"step": step, **averages, **trainer.log_state(),
+                          "images_per_second": images_per_second, "seconds": elapsed_before + now - started}
+                log.write(record)
+                trackers.scalars({k: v for k, v in record.items() if k != "step"}, step)
             sums = {}
             interval_count, interval_start, interval_step = 0, now, step
         if step % config.save_every == 0 or step == config.steps or out_of_time:
             last_checkpoint = save(step, elapsed_before + time.monotonic() - started)
+
+        # Phase 5c: the quality monitor, on the main process; every process follows its verdict.
+        stop_early = False
+        if settings.enabled and step % settings.every_steps == 0:
+            improved = False
+            if monitor is not None:
+                evaluation = monitor.evaluate(make_images, step, elapsed_before + time.monotonic() - started)
+                log.write({"step": step, "eval": evaluation.record})
+                trackers.scalars({f"eval/{k}": v for k, v in evaluation.record.items() if k != "step"}, step)
+                bar.write(_describe_evaluation(evaluation.record))
+                improved, stop_early = evaluation.improved, evaluation.stop is not None
+                if stop_early:
+                    bar.write(f"difflab: stopping early: {evaluation.stop}")
+            improved, stop_early = _agree([improved, stop_early], accelerator)
+            if settings.keep_best and improved:
+                best_checkpoint = save(step, elapsed_before + time.monotonic() - started,
+                                       folder=checkpoints_dir / BEST_FOLDER, keep=1, grid=False)
+            if stop_early and last_checkpoint_step(last_checkpoint) != step:
+                last_checkpoint = save(step, elapsed_before + time.monotonic() - started)
+        if stop_early:
+            stopped_by = "early_stop"
+            break
         if out_of_time:
             stopped_by = "time"
             break
@@ -209,9 +260,43 @@ def _train(config: RunOptions, family, resume: bool, progress: bool) -> TrainRes
                    "train_seconds": elapsed_before + time.monotonic() - started, "processes": world,
                    "images_per_process_per_step": per_process_batch, "device": str(device),
                    "mixed_precision": accelerator.mixed_precision}
+        if monitor is not None:
+            monitor.plot(run_dir / "quality.png")
+            summary["monitor"] = {**monitor.summary(), "best_checkpoint": str(best_checkpoint) if best_checkpoint else None}
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    trackers.close()
     accelerator.end_training()
-    return TrainResult(run_dir, step, last_checkpoint, images_per_second, stopped_by)
+    return TrainResult(run_dir, step, last_checkpoint, images_per_second, stopped_by, best_checkpoint)
+
+
+def _agree(flags: list[bool], accelerator: Accelerator) -> list[bool]:
+    """The main process's decisions, known to every process (one tiny broadcast when there are several)."""
+    if accelerator.num_processes == 1:
+        return flags
+    from accelerate.utils import broadcast
+    return [bool(v) for v in broadcast(torch.tensor(flags, device=accelerator.device), from_process=0).tolist()]
+
+
+def last_checkpoint_step(path: Path | None) -> int:
+    return -1 if path is None else checkpoint_step(path)
+
+
+def _describe_evaluation(record: dict) -> str:
+    parts = [f"step {record['step']}: FD {record['fd']:.4g}"]
+    if "kid" in record:
+        parts.append(f"KID {record['kid']:.4g} ± {record['kid_std']:.2g}")
+    if "near_copy_rate" in record:
+        parts.append(f"near copies {record['near_copy_rate']:.1%} (held-out real images "
+                     f"{record['holdout_near_copy_rate']:.1%})")
+    best = " (best so far)" if record.get("best_step") == record["step"] else f" (best: step {record.get('best_step')})"
+    return f"difflab: monitor, {', '.join(parts)}{best}; {record['seconds']:.1f} s, {record['eval_share']:.1%} of the run"
+
+
+def _grid_array(images: torch.Tensor):
+    """The saved preview grid as one (H, W, C) uint8 array, for the trackers."""
+    import numpy as np
+    from difflab.viz.grid import make_grid
+    return np.asarray(make_grid(images).convert("RGB"))
 
 
 def _latest_or_none(folder: Path) -> str:

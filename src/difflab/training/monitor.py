@@ -39,10 +39,10 @@ from difflab.metrics.running import RunningStatistics
 from difflab.metrics.stats_cache import fingerprint
 from difflab.metrics.statistics import FeatureStatistics
 
-METRICS = ("fd", "kid")
 KID_REFERENCE_IMAGES = 5000  # training features kept for KID: bounded, whatever the set's size
 KID_SUBSETS = 20  # fewer than `difflab kid`'s 100: an evaluation must stay cheap; the spread is logged
 ALARM_Z = 3.0
+BEST_FOLDER = "best"  # RUN/checkpoints/best/: the best-scoring checkpoint (--keep-best), for --weights best
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class MonitorSettings:
     """What the monitor does; built from the run's options by `from_options`."""
     every_steps: int  # 0 = no evaluations
     images: int
-    metric: str  # "fd" or "kid": the score `best` and early stopping follow (lower is better)
+    metric: str  # one of config.EVAL_METRICS ("fd", "kid"): the score `best` and early stopping follow (lower is better)
     features: str  # "inception" or FILE.py:FUNCTION
     batch_size: int
     keep_best: bool
@@ -71,8 +71,6 @@ class MonitorSettings:
 
     def check(self) -> None:
         """Options that only make sense together fail before any work."""
-        if self.metric not in METRICS:
-            raise ConfigError(f"{{option}} must be one of {', '.join(METRICS)}; got {self.metric!r}", option="eval_metric")
         if not self.enabled:
             for name, value in (("keep_best", self.keep_best), ("early_stop_patience", self.early_stop_patience)):
                 if value:
@@ -268,8 +266,9 @@ class QualityMonitor:
         return reference
 
     # ---- one evaluation ----------------------------------------------------------------------------
-    def evaluate(self, make_images: Callable[[int, int], Tensor], step: int, train_seconds: float) -> Evaluation:
-        """Score `settings.images` samples from `make_images(count, seed)` (uint8 (B, C, H, W))."""
+    def evaluate(self, make_images: Callable[[int, int], Tensor], step: int, run_seconds: float) -> Evaluation:
+        """Score `settings.images` samples from `make_images(count, seed)` (uint8 (B, C, H, W));
+        `run_seconds`: the run's time so far, evaluations included (for the share they took)."""
         if self.reference is None:
             raise RuntimeError("QualityMonitor.prepare() must run before evaluate()")
         started = time.monotonic()
@@ -309,7 +308,7 @@ class QualityMonitor:
         self.state.eval_seconds += seconds
         improved = self._count(float(record[settings.metric]), step)
         record.update(step=step, seconds=seconds, eval_seconds_total=self.state.eval_seconds,
-                      eval_share=self.state.eval_seconds / max(train_seconds + self.state.eval_seconds, 1e-9),
+                      eval_share=min(1.0, self.state.eval_seconds / max(run_seconds, 1e-9)),
                       best_step=self.state.best_step, metric=settings.metric, features=self.extractor.name)
         self.state.history.append(record)
         stop = None
@@ -372,6 +371,22 @@ class QualityMonitor:
         return {"evaluations": len(self.state.history), "best_step": self.state.best_step,
                 "best_score": self.state.best_score, "metric": self.settings.metric,
                 "eval_seconds": round(self.state.eval_seconds, 2), "memorisation_alarm": self.state.alarm_fired}
+
+
+def monitor_extractor(spec: str, device: torch.device) -> Extractor:
+    """The feature network of `--eval-features`, on the training device."""
+    from difflab.metrics.extractors import load_extractor
+    return load_extractor(spec, device=device)
+
+
+def best_checkpoint_folder(run: str | Path) -> Path:
+    """Where a run keeps its best checkpoint; a ConfigError naming the options when it kept none."""
+    run = Path(run)
+    folder = (run if run.name == "checkpoints" else run / "checkpoints") / BEST_FOLDER
+    if not folder.is_dir() or not any(folder.glob("ckpt-*.safetensors")):
+        raise ConfigError(f"{{option}} best: {run} has no best checkpoint; only runs trained with "
+                          "{option:keep_best} and {option:eval_every} keep one", option="weights")
+    return folder
 
 
 def write_holdout_list(run_dir: Path, held_out: Any) -> None:

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from difflab.config import LOGGERS
 from difflab.errors import ConfigError
 
-LOGGERS = ("none", "tensorboard", "wandb")
 LOGS_FOLDER = "logs"  # tensorboard --logdir RUN/logs
 
 
