@@ -84,7 +84,7 @@ def get_sampler(name: str) -> SamplerEntry:
 
 ETA = "0 deterministic, 1 DDPM-like noise at every step"
 register_sampler(SamplerEntry(
-    "ddpm", ddpm.sample_ddpm, "DDPM", "tab:red", "DDPM ancestral sampling, respaced when --steps is below T",
+    "ddpm", ddpm.sample_ddpm, "DDPM", "tab:red", "DDPM ancestral sampling, respaced for fewer steps than T",
     default_steps=ddpm.DEFAULT_STEPS, noise="ancestral", reference=True))
 register_sampler(SamplerEntry(
     "ddim", ddim.sample_ddim, "DDIM", "tab:blue", "DDIM, first order, deterministic at eta 0",
