@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from difflab.cli.sample import add_generation_options, load_for_generation, resolve_precision, speed_up, steps_defaults
+from difflab.cli.sample import add_generation_options, load_for_generation, resolve_precision, speed_up
 from difflab.cli.scoring_options import add_scoring_options, scoring_options
 from difflab.errors import ConfigError
 
@@ -19,6 +19,7 @@ PLOT = "quality_vs_time.png"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from difflab.cli.sample import steps_defaults
     from difflab.experiments.study import SPEC_HELP
     from difflab.samplers import sampler_names
 

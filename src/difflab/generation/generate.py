@@ -36,10 +36,8 @@ def run_sampler(loaded: LoadedModel, noise: Tensor, sampler: str = DEFAULT_SAMPL
                 generator: torch.Generator | None = None, progress: bool = False, clip: str | None = None,
                 start_step: int | None = None) -> Tensor:
     """Denoise `noise` (x_T, or x at `start_step`) into images in [-1, 1] with the named sampler."""
-    entry = get_sampler(sampler)
     sequence = sampler_timesteps(sampler, steps, loaded.schedule.timesteps, spacing, start_step)
-    entry.check_eta(eta)  # before the network is wrapped
-    return entry.sample(loaded.denoiser(clip), noise, loaded.schedule, sequence, eta=eta, callback=callback,
+    return get_sampler(sampler).sample(loaded.denoiser(clip), noise, loaded.schedule, sequence, eta=eta, callback=callback,
                         generator=generator, progress=progress)
 
 
