@@ -139,5 +139,5 @@ def test_ddim_timesteps():
     assert ddim_timesteps(1000, 10) == [999, 888, 777, 666, 555, 444, 333, 222, 111, 0]
     quadratic = ddim_timesteps(1000, 10, "quadratic")
     assert quadratic[0] == 999 and quadratic[-1] == 0 and quadratic == sorted(set(quadratic), reverse=True)
-    with pytest.raises(ConfigError, match="--steps"):
+    with pytest.raises(ConfigError, match="steps"):
         ddim_timesteps(100, 101)

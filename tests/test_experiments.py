@@ -99,7 +99,7 @@ def test_samplers_start_part_way_when_asked():
     seen.clear()
     sample_ddim(recording_denoiser(schedule, seen), x, schedule, steps=4)  # the default is unchanged
     assert seen[0] == TIMESTEPS - 1 and len(seen) == 4
-    with pytest.raises(ConfigError, match="--t"):
+    with pytest.raises(ConfigError, match="start_step"):
         sample_ddpm(recording_denoiser(schedule, []), x, schedule, start_step=TIMESTEPS)
 
 
@@ -120,7 +120,7 @@ def test_ddim_with_eta_1_over_every_step_is_ddpm():
 def test_frame_choice():
     assert evenly_spaced_frames(1000, 10) == [0, 111, 222, 333, 444, 556, 667, 778, 889]
     assert evenly_spaced_frames(4, 5) == [0, 1, 2, 3]  # every step, then the result
-    with pytest.raises(ConfigError, match="--frames"):
+    with pytest.raises(ConfigError, match="frames"):
         evenly_spaced_frames(4, 6)
     visited = visited_timesteps(1000, "ddim", 10)
     assert frames_at_timesteps(visited, [999, 500, 0]) == [0, 5, 9]
@@ -226,12 +226,13 @@ def test_noise_mix_at_a_small_t_keeps_the_endpoint_image(loaded):
 
 
 def test_fusion_settings_are_checked():
-    with pytest.raises(ConfigError, match="--method"):
+    with pytest.raises(ConfigError, match="method"):
         FusionSettings("average").check()
-    with pytest.raises(ConfigError, match="--t"):
+    with pytest.raises(ConfigError, match="t applies to method noise-mix"):
         FusionSettings("ddim-slerp", t=10).check()
-    with pytest.raises(ConfigError, match="--steps"):
-        FusionSettings("noise-mix", steps=10).check()  # DDPM (the default) visits every step
+    FusionSettings("noise-mix", steps=10).check()  # DDPM (the default) takes --steps too, respaced
+    with pytest.raises(ConfigError, match="eta"):
+        FusionSettings("noise-mix", eta=1.0).check()  # DDPM has no eta
 
 
 def test_fuse_command_single_pair_and_strip(tiny_run, real_faces, tmp_path):
@@ -275,7 +276,7 @@ def test_sampler_specs():
                                                             ("dpmpp-2m", 10, 0)]
     assert [s.label for s in specs] == ["ddpm:50", "ddim:10", "ddim:10:eta=1", "dpmpp-2m:10"]
     for bad in ("ddpm:1000", "ddim:0", "ddim:100", "dpmpp-2m:100", "euler:10", "ddim:10,ddim:10", ""):
-        with pytest.raises(ConfigError, match="--samplers"):
+        with pytest.raises(ConfigError, match="samplers"):
             parse_sampler_specs(bad, TIMESTEPS)
 
 

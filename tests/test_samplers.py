@@ -161,3 +161,22 @@ def test_seeded_stochastic_samplers_are_reproducible(schedule, sampler, kwargs):
         generator = torch.Generator().manual_seed(seed)
         return sampler(denoise, torch.randn(8, 2, 1, 1, generator=generator), schedule, generator=generator, **kwargs)
     assert torch.equal(run(5), run(5)) and not torch.equal(run(5), run(6))
+
+
+@pytest.mark.parametrize("sampler,kwargs", [(sample_ddpm, {}), (sample_ddim, {"eta": 1.0}),
+                                            (sample_dpm_solver, {"eta": 1.0})])
+def test_samplers_receive_their_timesteps(schedule, sampler, kwargs):
+    """Each sampler visits exactly the timesteps it is handed (any strictly decreasing sequence, e.g.
+    diffusers' trailing spacing), and the `steps`/`spacing`/`start_step` shorthand is
+    `timesteps_for` bit for bit."""
+    from difflab.samplers import timesteps_for
+
+    denoise = gaussian_denoiser(schedule, MEAN, COVARIANCE)
+    noise = torch.randn(16, 2, 1, 1, generator=torch.Generator().manual_seed(6))
+    for timesteps in ([999, 874, 749, 624, 499, 374, 249, 124], timesteps_for(1000, 12, "quadratic", start_step=600)):
+        seen = []
+        sampler(denoise, noise, schedule, timesteps, callback=lambda state: seen.append(state["t"]), **kwargs)
+        assert seen == timesteps
+    run = lambda **more: sampler(denoise, noise, schedule, generator=torch.Generator().manual_seed(7), **kwargs, **more)
+    assert torch.equal(run(steps=12, spacing="quadratic", start_step=600),
+                       run(timesteps=timesteps_for(1000, 12, "quadratic", start_step=600)))

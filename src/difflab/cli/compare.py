@@ -19,7 +19,9 @@ PLOT = "quality_vs_time.png"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from difflab.cli.sample import steps_defaults
     from difflab.experiments.study import SPEC_HELP
+    from difflab.samplers import sampler_names
 
     parser = subparsers.add_parser(
         "compare", help="DDPM versus DDIM: time and quality of several sampler settings",
@@ -30,8 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="run folders made by `difflab train` (or ckpt-*.safetensors files), of any model family: "
                              "every row of every run goes into one table, scored the same way")
     parser.add_argument("--samplers", default=DEFAULT_SAMPLERS,
-                        help=f"diffusion runs: {SPEC_HELP}; 'ddpm' alone means all of the model's timesteps "
-                             f"(default {DEFAULT_SAMPLERS})")
+                        help=f"diffusion runs: {SPEC_HELP}; SAMPLER is one of {', '.join(sampler_names())}, and "
+                             f"without STEPS takes its default ({steps_defaults()}) (default {DEFAULT_SAMPLERS})")
     parser.add_argument("--truncations", default="1", metavar="PSI,PSI,...",
                         help="GAN runs: one row per truncation psi (default 1 = none, the honest setting; e.g. 1,0.75)")
     parser.add_argument("-n", "--num-images", type=int, default=1000, help="images per setting (default 1000)")

@@ -11,31 +11,42 @@ from tqdm.auto import tqdm
 
 from difflab.diffusion import CLIPPING
 from difflab.errors import ConfigError, DataError
-from difflab.generation.generate import SAMPLER_NAMES
 from difflab.generation.guide import AUTO_GUIDE_FRACTION, DEFAULT_GUIDANCE, GUIDE_MIN_T_SHARE
 from difflab.generation.fast import COMPILE_AUTO_MIN_PASSES, SWITCH, resolve_sampling_speed
-from difflab.samplers.ddim import SPACINGS
+from difflab.samplers import DEFAULT_SAMPLER, SAMPLERS, SPACINGS, sampler_names
 
 MANIFEST = "difflab-sample.json"  # lists the preview files, so evaluation skips them
 
 
-def add_sampler_options(parser: argparse.ArgumentParser, default_sampler: str | None = "ddim",
-                        sampler_help: str = "default: ddim") -> None:
-    """Options shared by every command that samples with one sampler (sample, progress, fuse)."""
-    parser.add_argument("--sampler", choices=SAMPLER_NAMES, default=default_sampler,
-                        help=f"{sampler_help}; dpmpp-2m = DPM-Solver++(2M), second order, for few steps")
-    parser.add_argument("--steps", type=positive_int, default=None,
-                        help="steps of ddim (default 50) or dpmpp-2m (default 20); DDPM always runs all of the "
-                             "model's timesteps")
+def add_sampler_options(parser: argparse.ArgumentParser, default_sampler: str | None = DEFAULT_SAMPLER,
+                        sampler_help: str = f"default: {DEFAULT_SAMPLER}") -> None:
+    """Options shared by every command that samples with one sampler (sample, progress, fuse);
+    the choices and their help come from the sampler registry (difflab.samplers.SAMPLERS)."""
+    parser.add_argument("--sampler", choices=sampler_names(), default=default_sampler,
+                        help=f"{sampler_help}; " + "; ".join(f"{e.name} = {e.help}" for e in SAMPLERS.values()))
+    parser.add_argument("--steps", type=positive_int, default=None, help=steps_help())
+    with_eta = [e for e in SAMPLERS.values() if e.eta is not None]
     parser.add_argument("--eta", type=finite_non_negative, default=0.0,
-                        help="noise of ddim and dpmpp-2m: 0 deterministic, 1 DDPM-like (default 0)")
+                        help=f"noise of {' and '.join(e.name for e in with_eta)}: "
+                             f"{'; '.join(sorted({e.eta for e in with_eta}))} (default 0)")
     add_generation_options(parser)
+
+
+def steps_defaults() -> str:
+    """Each sampler's default steps, for help texts: "all of the model's timesteps for ddpm, 50 for ddim, ..."."""
+    every = "all of the model's timesteps"
+    return ", ".join(f"{e.default_steps or every} for {e.name}" for e in SAMPLERS.values())
+
+
+def steps_help() -> str:
+    return (f"network evaluations per image (default: {steps_defaults()}); fewer than the model's timesteps "
+            "visit a subsequence of them (--spacing; DDPM is then respaced)")
 
 
 def add_generation_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """Options of every command that generates images, whatever the sampler (also compare)."""
     parser.add_argument("--spacing", choices=SPACINGS, default="uniform",
-                        help="timestep spacing of ddim and dpmpp-2m (default uniform)")
+                        help="how --steps below the model's timesteps are spread over them (default uniform)")
     parser.add_argument("--clip", choices=CLIPPING, default=None, help="x0 clipping (default: the run's --clip)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--weights", choices=("ema", "model", "best"), default="ema",

@@ -27,8 +27,8 @@ from torch import Tensor
 from difflab.diffusion import q_sample
 from difflab.errors import ConfigError
 from difflab.generation import LoadedModel, autocast_for, run_sampler
-from difflab.generation.generate import DEFAULT_STEPS, sampler_steps
-from difflab.samplers import FEW_STEP_SAMPLERS, invert_ddim, sample_ddpm
+from difflab.generation.generate import sampler_steps, sampler_timesteps
+from difflab.samplers import get_sampler, invert_ddim, sample_ddim
 
 METHODS = ("noise-mix", "ddim-slerp")
 NOISE_MODES = ("shared", "independent")
@@ -42,7 +42,7 @@ class FusionSettings:
     t: int | None = None  # noise-mix start timestep; default T // 2
     noise: str = "shared"
     sampler: str | None = None  # default: DDPM for noise-mix (the homework), DDIM for ddim-slerp
-    steps: int | None = None  # DDIM / DPM-Solver++ steps (ddim-slerp: for both inversion and decoding)
+    steps: int | None = None  # sampler steps, at most t + 1 (ddim-slerp: for both inversion and decoding)
     eta: float = 0.0
     spacing: str = "uniform"
     clip: str | None = None
@@ -54,16 +54,17 @@ class FusionSettings:
 
     def check(self) -> None:
         if self.method not in METHODS:
-            raise ConfigError(f"--method must be one of {', '.join(METHODS)}; got {self.method!r}")
+            raise ConfigError(f"{{option}} must be one of {', '.join(METHODS)}; got {self.method!r}", option="method")
         if self.noise not in NOISE_MODES:
-            raise ConfigError(f"--noise must be one of {', '.join(NOISE_MODES)}; got {self.noise!r}")
+            raise ConfigError(f"{{option}} must be one of {', '.join(NOISE_MODES)}; got {self.noise!r}",
+                              option="noise")
         if self.method == "ddim-slerp" and self.t is not None:
-            raise ConfigError("--t applies to --method noise-mix only; ddim-slerp inverts to pure noise")
+            raise ConfigError("{option} applies to {option:method} noise-mix only; ddim-slerp inverts to pure noise",
+                              option="t")
         if self.method == "ddim-slerp" and (self.resolved_sampler != "ddim" or self.eta != 0):
-            raise ConfigError("--method ddim-slerp is deterministic DDIM: use --sampler ddim and --eta 0")
-        if self.resolved_sampler == "ddpm" and self.steps is not None:
-            raise ConfigError("--steps: DDPM denoises through every timestep from --t; use --sampler ddim or "
-                              "dpmpp-2m for fewer")
+            raise ConfigError("{option:method} ddim-slerp is deterministic DDIM: use {option} ddim and {option:eta} 0",
+                              option="sampler")
+        get_sampler(self.resolved_sampler).check_eta(self.eta)
 
 
 def slerp(a: Tensor, b: Tensor, lam: Tensor | float) -> Tensor:
@@ -103,22 +104,25 @@ def mix_noisy(loaded: LoadedModel, images_a: Tensor, images_b: Tensor, lams: Ten
 def denoise_from(loaded: LoadedModel, x_t: Tensor, t: int, settings: FusionSettings,
                  generator: torch.Generator | None = None) -> Tensor:
     """Run the chosen sampler from timestep t (not T - 1) down to a clean image."""
-    denoiser = loaded.denoiser(settings.clip)
-    if settings.resolved_sampler == "ddpm":
-        return sample_ddpm(denoiser, x_t, loaded.schedule, generator=generator, start_step=t)
     sampler = settings.resolved_sampler
-    # It cannot visit more timesteps than t..0.
+    # It cannot visit more timesteps than t..0 (DDPM's default, all of them, is exactly those).
     steps = min(sampler_steps(sampler, settings.steps, loaded.schedule.timesteps), t + 1)
-    return FEW_STEP_SAMPLERS[sampler](denoiser, x_t, loaded.schedule, steps=steps, eta=settings.eta,
-                                      spacing=settings.spacing, generator=generator, start_step=t)
+    return run_sampler(loaded, x_t, sampler, steps, settings.eta, settings.spacing, generator=generator,
+                       clip=settings.clip, start_step=t)
+
+
+def slerp_timesteps(loaded: LoadedModel, settings: FusionSettings) -> list[int]:
+    """The DDIM timesteps that ddim-slerp inverts over and decodes over: the same for both."""
+    return sampler_timesteps("ddim", settings.steps, loaded.schedule.timesteps, settings.spacing)
 
 
 def invert_and_slerp(loaded: LoadedModel, images_a: Tensor, images_b: Tensor, lams: Tensor,
-                     settings: FusionSettings) -> Tensor:
-    """DDIM-invert both sets of images, then interpolate the latents spherically."""
-    steps = settings.steps or DEFAULT_STEPS["ddim"]
+                     settings: FusionSettings, timesteps: list[int] | None = None) -> Tensor:
+    """DDIM-invert both sets of images over `timesteps` (default: slerp_timesteps), then
+    interpolate the latents spherically."""
+    timesteps = slerp_timesteps(loaded, settings) if timesteps is None else timesteps
     latents = invert_ddim(loaded.denoiser(settings.clip), torch.cat([images_a, images_b]), loaded.schedule,
-                          steps=steps, spacing=settings.spacing)
+                          timesteps)
     latent_a, latent_b = latents[: len(images_a)], latents[len(images_a):]
     size = max(len(images_a), len(lams))
     return slerp(latent_a.expand(size, -1, -1, -1), latent_b.expand(size, -1, -1, -1), lams.to(latents.device))
@@ -131,12 +135,16 @@ def fuse(loaded: LoadedModel, images_a: Tensor, images_b: Tensor, lams: Tensor, 
     settings.check()
     lams = torch.as_tensor(lams, dtype=torch.float32).reshape(-1)
     if ((lams < 0) | (lams > 1)).any():
-        raise ConfigError(f"--lam/--lams must lie between 0 and 1; got {lams.tolist()}")
+        raise ConfigError(f"{{option:lam}}/{{option}} must lie between 0 and 1; got {lams.tolist()}", option="lams")
+    timesteps = loaded.schedule.timesteps
+    if settings.t is not None and not 0 <= settings.t < timesteps:
+        raise ConfigError(f"{{option}} must be between 0 and {timesteps - 1} (the model's last timestep); "
+                          f"got {settings.t}", option="t")
     with torch.inference_mode(), autocast_for(loaded.device, settings.precision):
         if settings.method == "ddim-slerp":
-            latents = invert_and_slerp(loaded, images_a, images_b, lams, settings)
-            return run_sampler(loaded, latents, "ddim", settings.steps or DEFAULT_STEPS["ddim"], 0.0,
-                               settings.spacing, clip=settings.clip)
-        t = loaded.schedule.timesteps // 2 if settings.t is None else settings.t
+            sequence = slerp_timesteps(loaded, settings)
+            latents = invert_and_slerp(loaded, images_a, images_b, lams, settings, sequence)
+            return sample_ddim(loaded.denoiser(settings.clip), latents, loaded.schedule, sequence)
+        t = timesteps // 2 if settings.t is None else settings.t
         x_t = mix_noisy(loaded, images_a, images_b, lams, t, settings.noise, generator)
         return denoise_from(loaded, x_t, t, settings, generator)

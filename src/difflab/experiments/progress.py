@@ -14,8 +14,7 @@ from torch import Tensor
 
 from difflab.errors import ConfigError
 from difflab.generation import LoadedModel, autocast_for, run_sampler
-from difflab.generation.generate import sampler_steps
-from difflab.samplers import ddim_timesteps
+from difflab.generation.generate import sampler_timesteps
 from difflab.viz.figures import labelled_grid
 from difflab.viz.grid import to_uint8
 
@@ -24,26 +23,24 @@ FINAL_LABEL = "x0"
 
 def visited_timesteps(timesteps: int, sampler: str, steps: int | None = None, spacing: str = "uniform") -> list[int]:
     """The timesteps the sampler evaluates the network at, in order (T-1 first)."""
-    if sampler == "ddpm":
-        return list(range(timesteps - 1, -1, -1))
-    return ddim_timesteps(timesteps, sampler_steps(sampler, steps, timesteps), spacing)
+    return sampler_timesteps(sampler, steps, timesteps, spacing)
 
 
 def evenly_spaced_frames(num_steps: int, frames: int) -> list[int]:
     """Indices of the `frames - 1` sampler steps to snapshot, evenly spread from the first
     (pure noise) onwards; the finished image fills the last column."""
     if not 2 <= frames <= num_steps + 1:
-        raise ConfigError(f"--frames must be between 2 and the number of sampler steps + 1 ({num_steps + 1}); "
-                          f"got {frames}")
+        raise ConfigError(f"{{option}} must be between 2 and the number of sampler steps + 1 ({num_steps + 1}); "
+                          f"got {frames}", option="frames")
     return [round(k * num_steps / (frames - 1)) for k in range(frames - 1)]
 
 
 def frames_at_timesteps(visited: list[int], requested: list[int]) -> list[int]:
-    """For each requested t, the first sampler step at or below it (DDIM skips most timesteps)."""
+    """For each requested t, the first sampler step at or below it (with fewer steps than T, most timesteps are skipped)."""
     indices = []
     for t in requested:
         if not 0 <= t <= visited[0]:
-            raise ConfigError(f"--at: timesteps must be between 0 and {visited[0]}; got {t}")
+            raise ConfigError(f"{{option}}: timesteps must be between 0 and {visited[0]}; got {t}", option="at")
         indices.append(next(i for i, step in enumerate(visited) if step <= t))
     return sorted(set(indices))
 

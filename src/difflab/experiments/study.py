@@ -18,11 +18,10 @@ import torch
 from tqdm.auto import tqdm
 
 from difflab.errors import ConfigError
-from difflab.generation import (SAMPLER_NAMES, LoadedModel, autocast_for, prepare_output_folder, run_sampler,
-                                write_numbered_images)
+from difflab.generation import LoadedModel, autocast_for, prepare_output_folder, run_sampler, write_numbered_images
+from difflab.samplers import SAMPLERS, get_sampler
 
-SPEC_PATTERN = re.compile(rf"^({'|'.join(map(re.escape, SAMPLER_NAMES))})(?::(\d+))?(?::eta=([0-9.]+))?$")
-SPEC_HELP = "comma-separated SAMPLER:STEPS[:eta=ETA], e.g. ddpm:1000,ddim:100,ddim:50:eta=1,dpmpp-2m:20"
+SPEC_HELP = "comma-separated SAMPLER[:STEPS][:eta=ETA], e.g. ddpm:1000,ddim:100,ddim:50:eta=1,dpmpp-2m:20"
 TIMING_NOTE = ("sampling time only: one warm-up batch is excluded, as are writing files and computing "
                "metrics; CUDA is synchronised before each reading")
 PREVIEW_IMAGES = 8  # per row, for the side-by-side figure of the same seeds
@@ -58,26 +57,34 @@ class SamplerSpec:
         return {"sampler": self.sampler, "steps": self.steps, "eta": self.eta}
 
 
+def spec_pattern() -> re.Pattern:
+    """SAMPLER[:STEPS][:eta=ETA] over the registered samplers."""
+    names = "|".join(map(re.escape, sorted(SAMPLERS, key=len, reverse=True)))
+    return re.compile(rf"^({names})(?::(\d+))?(?::eta=([0-9.]+))?$")
+
+
 def parse_sampler_specs(text: str, timesteps: int) -> list[SamplerSpec]:
-    """`--samplers ddpm:1000,ddim:50,...` -> specs; DDPM always runs all T steps of the model."""
-    specs = []
+    """`--samplers ddpm:1000,ddim:50,...` -> specs; a sampler without STEPS takes its default
+    (DDPM: all T timesteps of the model)."""
+    specs, pattern = [], spec_pattern()
     for item in (part.strip() for part in text.split(",") if part.strip()):
-        match = SPEC_PATTERN.match(item)
+        match = pattern.match(item)
         if not match:
-            raise ConfigError(f"--samplers: cannot read {item!r}; expected {SPEC_HELP}")
-        sampler, steps, eta = match.group(1), int(match.group(2) or 0), float(match.group(3) or 0)
-        if sampler == "ddpm":
-            if steps not in (0, timesteps) or eta:
-                raise ConfigError(f"--samplers: {item!r}: DDPM runs all {timesteps} timesteps of this model and "
-                                  f"has no eta; write ddpm:{timesteps} or use ddim:STEPS")
-            steps = timesteps
-        elif not 1 <= steps <= timesteps:
-            raise ConfigError(f"--samplers: {item!r}: {sampler} steps must be between 1 and {timesteps}")
-        specs.append(SamplerSpec(sampler, steps, eta))
+            raise ConfigError(f"{{option}}: cannot read {item!r}; expected {SPEC_HELP}", option="samplers")
+        entry = get_sampler(match.group(1))
+        steps = entry.steps_for(timesteps, None if match.group(2) is None else int(match.group(2)))
+        eta = float(match.group(3) or 0)
+        if not 1 <= steps <= timesteps:
+            raise ConfigError(f"{{option}}: {item!r}: {entry.name} steps must be between 1 and the model's "
+                              f"{timesteps} timesteps", option="samplers")
+        if eta and entry.eta is None:
+            raise ConfigError(f"{{option}}: {item!r}: {entry.name} has no eta (it is {entry.noise or 'fixed'})",
+                              option="samplers")
+        specs.append(SamplerSpec(entry.name, steps, eta))
     if not specs:
-        raise ConfigError(f"--samplers is empty; expected {SPEC_HELP}")
+        raise ConfigError(f"{{option}} is empty; expected {SPEC_HELP}", option="samplers")
     if len({spec.label for spec in specs}) != len(specs):
-        raise ConfigError(f"--samplers lists a setting twice: {text}")
+        raise ConfigError(f"{{option}} lists a setting twice: {text}", option="samplers")
     return specs
 
 
@@ -130,10 +137,10 @@ def warm_up(loaded, batch_size: int, precision: str) -> float:
 
 
 def warm_up_diffusion(loaded: LoadedModel, batch_size: int, precision: str) -> None:
-    """Two DDIM steps on a full batch."""
+    """Two steps of the default sampler on a full batch."""
     noise = torch.randn(batch_size, *loaded.image_shape(), device=loaded.device)
     with torch.inference_mode(), autocast_for(loaded.device, precision):
-        run_sampler(loaded, noise, "ddim", steps=2)
+        run_sampler(loaded, noise, steps=2)
 
 
 @dataclass(frozen=True)
@@ -171,5 +178,9 @@ def generate_row(loaded, spec: SamplerSpec, settings: GenerationSettings,
 
 
 def baseline_row(rows: list[StudyRow]) -> StudyRow:
-    """What speed-ups are relative to: the first DDPM row (DDPM-1000 in the homework), else the first row."""
-    return next((row for row in rows if row.spec.sampler == "ddpm"), rows[0])
+    """What speed-ups are relative to: the first row of the reference sampler (the registry's; DDPM,
+    as DDPM-1000 in the homework), else the first row."""
+    def is_reference(row: StudyRow) -> bool:
+        entry = SAMPLERS.get(row.spec.sampler)
+        return entry is not None and entry.reference
+    return next((row for row in rows if is_reference(row)), rows[0])

@@ -11,7 +11,7 @@ from typing import Any
 
 from difflab import __version__
 from difflab.experiments.study import StudyRow, baseline_row
-from difflab.generation.generate import DISPLAY_NAMES
+from difflab.samplers import SAMPLERS
 
 RESULTS_JSON = "results.json"
 RESULTS_MARKDOWN = "results.md"
@@ -85,10 +85,10 @@ def results_table(document: dict[str, Any]) -> tuple[list[str], list[list[str]],
     notes, rows = Notes(), []
     for row in document["rows"]:
         metrics = row["metrics"]
+        entry = SAMPLERS.get(row["sampler"])  # None: another family's setting, named by its label
         rows.append(([Path(row["run"]).name, row["model"]] if several else []) +
-                    [DISPLAY_NAMES.get(row["sampler"], row["label"]), str(row["steps"]),
-                     "ancestral" if row["sampler"] == "ddpm" else
-                     ("" if row["sampler"] not in DISPLAY_NAMES else f"{row['eta']:g}"), f"{row['network_evaluations']:,}",
+                    [entry.display_name if entry else row["label"], str(row["steps"]),
+                     entry.eta_cell(row["eta"]) if entry else "", f"{row['network_evaluations']:,}",
                      f"{row['seconds']:.2f}", f"{row['images_per_second']:.1f}", f"{row['speedup']:.1f}×",
                      *(metric_cell(metrics.get(kind), notes, kind) for kind in ("distance", "kid", "afd"))])
     return header, rows, [f"[{number}] {reason}" for number, reason in enumerate(notes.reasons, 1)]

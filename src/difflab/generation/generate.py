@@ -9,39 +9,36 @@ from torch import Tensor
 from difflab.errors import ConfigError
 from difflab.generation.model_io import LoadedModel
 from difflab.generation.outputs import check_finite
-from difflab.samplers import FEW_STEP_SAMPLERS, Callback, sample_ddpm
+from difflab.samplers import DEFAULT_SAMPLER, Callback, get_sampler, timesteps_for
 from difflab.viz.grid import to_uint8
-
-SAMPLER_NAMES = ("ddpm", *FEW_STEP_SAMPLERS)
-DEFAULT_STEPS = {"ddim": 50, "dpmpp-2m": 20}  # DDPM always runs all T steps
-DISPLAY_NAMES = {"ddpm": "DDPM", "ddim": "DDIM", "dpmpp-2m": "DPM-Solver++(2M)"}
 
 
 def sampler_steps(sampler: str, steps: int | None, timesteps: int) -> int:
-    """Network evaluations per image: all T for DDPM, else --steps or the sampler's default."""
-    if sampler not in SAMPLER_NAMES:
-        raise ConfigError(f"--sampler must be one of {', '.join(SAMPLER_NAMES)}; got {sampler!r}")
-    return timesteps if sampler == "ddpm" else steps or DEFAULT_STEPS[sampler]
+    """Network evaluations per image: `steps`, else the sampler's default (all T for DDPM)."""
+    return get_sampler(sampler).steps_for(timesteps, steps)  # also rejects unknown names
 
 
 def sampler_label(sampler: str, steps: int | None, timesteps: int) -> str:
     """E.g. DDIM-50, DDPM-1000, DPM-Solver++(2M)-20."""
-    return f"{DISPLAY_NAMES[sampler]}-{sampler_steps(sampler, steps, timesteps)}"
+    return f"{get_sampler(sampler).display_name}-{sampler_steps(sampler, steps, timesteps)}"
 
 
-def run_sampler(loaded: LoadedModel, noise: Tensor, sampler: str = "ddim", steps: int | None = None,
+def sampler_timesteps(sampler: str, steps: int | None, timesteps: int, spacing: str = "uniform",
+                      start_step: int | None = None) -> list[int]:
+    """The timesteps the named sampler visits, in order (noisiest first), for a model of `timesteps` steps;
+    from `start_step` down, "all" (DDPM's default) means all of start_step, ..., 0."""
+    available = timesteps if start_step is None else start_step + 1
+    return timesteps_for(timesteps, get_sampler(sampler).steps_for(available, steps), spacing, start_step)
+
+
+def run_sampler(loaded: LoadedModel, noise: Tensor, sampler: str = DEFAULT_SAMPLER, steps: int | None = None,
                 eta: float = 0.0, spacing: str = "uniform", callback: Callback | None = None,
-                generator: torch.Generator | None = None, progress: bool = False, clip: str | None = None) -> Tensor:
-    """Denoise `noise` (x_T) into images in [-1, 1] with the named sampler."""
-    count = sampler_steps(sampler, steps, loaded.schedule.timesteps)  # also rejects unknown names
-    denoiser = loaded.denoiser(clip)
-    if sampler == "ddpm":
-        if steps not in (None, count):
-            raise ConfigError(f"--steps: DDPM always runs all {count} steps of the model; "
-                              "use --sampler ddim or dpmpp-2m for fewer steps")
-        return sample_ddpm(denoiser, noise, loaded.schedule, callback=callback, generator=generator, progress=progress)
-    return FEW_STEP_SAMPLERS[sampler](denoiser, noise, loaded.schedule, steps=count, eta=eta, spacing=spacing,
-                                      callback=callback, generator=generator, progress=progress)
+                generator: torch.Generator | None = None, progress: bool = False, clip: str | None = None,
+                start_step: int | None = None) -> Tensor:
+    """Denoise `noise` (x_T, or x at `start_step`) into images in [-1, 1] with the named sampler."""
+    sequence = sampler_timesteps(sampler, steps, loaded.schedule.timesteps, spacing, start_step)
+    return get_sampler(sampler).sample(loaded.denoiser(clip), noise, loaded.schedule, sequence, eta=eta, callback=callback,
+                        generator=generator, progress=progress)
 
 
 def batch_generator(seed: int, first_index: int, device: torch.device) -> torch.Generator:
@@ -56,15 +53,15 @@ def autocast_for(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
-def generate_images(loaded: LoadedModel, count: int, batch_size: int = 250, sampler: str = "ddim",
+def generate_images(loaded: LoadedModel, count: int, batch_size: int = 250, sampler: str = DEFAULT_SAMPLER,
                     steps: int | None = None, eta: float = 0.0, seed: int = 0, precision: str = "no",
                     spacing: str = "uniform", clip: str | None = None) -> Iterator[tuple[int, Tensor]]:
     """Yield (index of the batch's first image, uint8 images (B, C, H, W) on the CPU) until
     `count` images are made; each batch's noise is seeded by (seed, first index)."""
     if count <= 0:
-        raise ConfigError(f"-n must be positive; got {count}")
+        raise ConfigError(f"{{option}} must be positive; got {count}", option="num_images")
     if batch_size <= 0:
-        raise ConfigError(f"--batch-size must be positive; got {batch_size}")
+        raise ConfigError(f"{{option}} must be positive; got {batch_size}", option="batch_size")
     device = loaded.device
     for first in range(0, count, batch_size):
         size = min(batch_size, count - first)

@@ -6,8 +6,6 @@ from typing import Any, Callable, Iterable, TypeVar
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from difflab.errors import ConfigError
-
 Callback = Callable[[dict[str, Any]], None]
 T = TypeVar("T")
 
@@ -22,11 +20,3 @@ def report(callback: Callback | None, i: int, t: int, x: Tensor, pred_x0: Tensor
 def step_bar(steps: Iterable[T], progress: bool, label: str) -> Iterable[T]:
     return tqdm(steps, desc=label, leave=False, dynamic_ncols=True) if progress else steps
 
-
-def check_start_step(start_step: int | None, timesteps: int) -> int:
-    """The timestep a sampler starts from: T - 1 (pure noise) unless the caller starts part-way."""
-    if start_step is None:
-        return timesteps - 1
-    if not 0 <= start_step < timesteps:
-        raise ConfigError(f"--t (the start step) must be between 0 and {timesteps - 1}; got {start_step}")
-    return int(start_step)

@@ -1,8 +1,10 @@
 """DDIM sampling (Song, Meng & Ermon 2021, "Denoising Diffusion Implicit Models", eq. 12).
 
 Uses the network trained for DDPM unchanged: DDIM only changes the reverse process,
-which is non-Markovian and so may visit any increasing subsequence of the T timesteps."""
+which is non-Markovian and so may visit any decreasing subsequence of the T timesteps."""
 from __future__ import annotations
+
+from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -10,29 +12,13 @@ from torch import Tensor
 from difflab.diffusion.denoiser import Denoiser
 from difflab.diffusion.process import DiffusionSchedule
 from difflab.errors import ConfigError
-from difflab.samplers.common import Callback, check_start_step, report, step_bar
+from difflab.samplers.common import Callback, report, step_bar
+from difflab.samplers.timesteps import SPACINGS, resolve_timesteps, spaced_timesteps
 
-SPACINGS = ("uniform", "quadratic")
+DEFAULT_STEPS = 50
+ddim_timesteps = spaced_timesteps  # the name this function had when only DDIM skipped timesteps
 
-
-def ddim_timesteps(timesteps: int, steps: int, spacing: str = "uniform") -> list[int]:
-    """The S timesteps DDIM visits, from T-1 down to 0 (DDIM paper, appendix D.2: uniform
-    or quadratic spacing; quadratic spends more steps near the clean end)."""
-    if not 1 <= steps <= timesteps:
-        raise ConfigError(f"--steps must be between 1 and the model's --timesteps ({timesteps}); got {steps}")
-    if spacing not in SPACINGS:
-        raise ConfigError(f"--spacing must be one of {', '.join(SPACINGS)}; got {spacing!r}")
-    fractions = torch.linspace(1, 0, steps, dtype=torch.float64)
-    if spacing == "quadratic":
-        fractions = fractions**2
-    sequence = (fractions * (timesteps - 1)).round().long().tolist()
-    # Rounding collides where steps are dense (near t = 0 for quadratic spacing): push
-    # colliding steps upwards so the sequence is strictly decreasing and still ends at 0.
-    for i in range(len(sequence) - 2, -1, -1):
-        sequence[i] = max(sequence[i], sequence[i + 1] + 1)
-    for i in range(1, len(sequence)):  # only binds when steps is close to T
-        sequence[i] = min(sequence[i], sequence[i - 1] - 1)
-    return sequence if steps > 1 else [timesteps - 1]
+__all__ = ["DEFAULT_STEPS", "SPACINGS", "ddim_sigma", "ddim_timesteps", "invert_ddim", "sample_ddim"]
 
 
 def ddim_sigma(alpha_bar: Tensor, alpha_bar_prev: Tensor, eta: float) -> Tensor:
@@ -42,20 +28,20 @@ def ddim_sigma(alpha_bar: Tensor, alpha_bar_prev: Tensor, eta: float) -> Tensor:
 
 
 @torch.no_grad()
-def sample_ddim(denoiser: Denoiser, x: Tensor, schedule: DiffusionSchedule, *, steps: int = 50,
-                eta: float = 0.0, spacing: str = "uniform", callback: Callback | None = None,
-                generator: torch.Generator | None = None, progress: bool = False,
+def sample_ddim(denoiser: Denoiser, x: Tensor, schedule: DiffusionSchedule, timesteps: Sequence[int] | None = None,
+                *, eta: float = 0.0, callback: Callback | None = None, generator: torch.Generator | None = None,
+                progress: bool = False, steps: int | None = None, spacing: str = "uniform",
                 start_step: int | None = None) -> Tensor:
-    """Generalised DDIM update over `steps` timesteps:
+    """Generalised DDIM update over `timesteps` (noisiest first):
     x_prev = sqrt(a_prev) pred_x0 + sqrt(1 - a_prev - sigma^2) pred_noise + sigma z.
 
-    `start_step` (default T - 1): x is a noisy image at that timestep, and the `steps`
-    timesteps are spread over start_step, ..., 0 instead (at most start_step + 1 of them)."""
+    Without `timesteps`, the shorthand `steps` (default 50), `spacing` and `start_step`
+    (default T - 1; x is then a noisy image at that timestep) pick them (samplers/timesteps.py)."""
     if eta < 0:
-        raise ConfigError(f"--eta must be >= 0; got {eta}")
-    sequence = ddim_timesteps(check_start_step(start_step, schedule.timesteps) + 1, steps, spacing)
+        raise ConfigError(f"{{option}} must be >= 0; got {eta}", option="eta")
+    sequence = resolve_timesteps(schedule.timesteps, timesteps, steps, spacing, start_step, DEFAULT_STEPS)
     batch = x.shape[0]
-    for i, step in enumerate(step_bar(sequence, progress, f"DDIM-{steps}")):
+    for i, step in enumerate(step_bar(sequence, progress, f"DDIM-{len(sequence)}")):
         t = torch.full((batch,), step, device=x.device, dtype=torch.long)
         pred_noise, pred_x0 = denoiser(x, t)
         report(callback, i, step, x, pred_x0)
@@ -69,12 +55,15 @@ def sample_ddim(denoiser: Denoiser, x: Tensor, schedule: DiffusionSchedule, *, s
 
 
 @torch.no_grad()
-def invert_ddim(denoiser: Denoiser, x0: Tensor, schedule: DiffusionSchedule, *, steps: int = 50,
-                spacing: str = "uniform", callback: Callback | None = None, progress: bool = False) -> Tensor:
+def invert_ddim(denoiser: Denoiser, x0: Tensor, schedule: DiffusionSchedule, timesteps: Sequence[int] | None = None,
+                *, callback: Callback | None = None, progress: bool = False, steps: int | None = None,
+                spacing: str = "uniform") -> Tensor:
     """Deterministic DDIM inversion x_0 -> x_{T-1} (DDIM paper sec. 5.4): the eta = 0 update
-    run forwards in time, each step reusing the noise estimate at the current timestep.
-    Decoding the result with `sample_ddim(eta=0)` over the same steps approximately returns x0."""
-    ascending = ddim_timesteps(schedule.timesteps, steps, spacing)[::-1]
+    run forwards in time over `timesteps` (given noisiest first, as to the samplers; default
+    `steps` = 50 spread by `spacing`), each step reusing the noise estimate at the current
+    timestep. Decoding the result with `sample_ddim(eta=0)` over the same timesteps
+    approximately returns x0."""
+    ascending = resolve_timesteps(schedule.timesteps, timesteps, steps, spacing, None, DEFAULT_STEPS)[::-1]
     x, batch = x0, x0.shape[0]
     for i, (step, next_step) in enumerate(step_bar(list(zip(ascending, ascending[1:])), progress, "DDIM inversion")):
         t = torch.full((batch,), step, device=x.device, dtype=torch.long)

@@ -13,34 +13,40 @@ the SDE form is the one k-diffusion calls `sample_dpmpp_2m_sde` (midpoint correc
 rewritten here for alpha_t != 1."""
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import Tensor
 
 from difflab.diffusion.denoiser import Denoiser
 from difflab.diffusion.process import DiffusionSchedule
 from difflab.errors import ConfigError
-from difflab.samplers.common import Callback, check_start_step, report, step_bar
-from difflab.samplers.ddim import ddim_timesteps
+from difflab.samplers.common import Callback, report, step_bar
+from difflab.samplers.timesteps import resolve_timesteps
+
+DEFAULT_STEPS = 20
 
 
 @torch.no_grad()
-def sample_dpm_solver(denoiser: Denoiser, x: Tensor, schedule: DiffusionSchedule, *, steps: int = 20,
-                      eta: float = 0.0, spacing: str = "uniform", callback: Callback | None = None,
-                      generator: torch.Generator | None = None, progress: bool = False,
-                      start_step: int | None = None) -> Tensor:
-    """x_next = (sigma_next / sigma) e^(-eta h) x + alpha_next (1 - e^(-(1 + eta) h)) D
+def sample_dpm_solver(denoiser: Denoiser, x: Tensor, schedule: DiffusionSchedule,
+                      timesteps: Sequence[int] | None = None, *, eta: float = 0.0, callback: Callback | None = None,
+                      generator: torch.Generator | None = None, progress: bool = False, steps: int | None = None,
+                      spacing: str = "uniform", start_step: int | None = None) -> Tensor:
+    """Over `timesteps` (noisiest first; without them, the shorthand `steps` (default 20),
+    `spacing` and `start_step` pick them, samplers/timesteps.py):
+    x_next = (sigma_next / sigma) e^(-eta h) x + alpha_next (1 - e^(-(1 + eta) h)) D
     [+ sigma_next sqrt(1 - e^(-2 eta h)) z], where D is pred_x0 on the first step and the
     multistep estimate pred_x0 + (pred_x0 - previous pred_x0) / (2 r), r = h_previous / h,
     after it. The step onto t = 0 stays first order: it is the longest in lambda, and the
     extrapolation overshoots there (measured in tests/test_samplers.py). The last step lands on
     the clean image: x_0 = pred_x0 (h is infinite there)."""
     if eta < 0:
-        raise ConfigError(f"--eta must be >= 0; got {eta}")
-    sequence = ddim_timesteps(check_start_step(start_step, schedule.timesteps) + 1, steps, spacing)
+        raise ConfigError(f"{{option}} must be >= 0; got {eta}", option="eta")
+    sequence = resolve_timesteps(schedule.timesteps, timesteps, steps, spacing, start_step, DEFAULT_STEPS)
     batch = x.shape[0]
     previous_x0: Tensor | None = None
     previous_h: Tensor | None = None
-    for i, step in enumerate(step_bar(sequence, progress, f"DPM-Solver++-{steps}")):
+    for i, step in enumerate(step_bar(sequence, progress, f"DPM-Solver++-{len(sequence)}")):
         t = torch.full((batch,), step, device=x.device, dtype=torch.long)
         _, pred_x0 = denoiser(x, t)
         report(callback, i, step, x, pred_x0)
