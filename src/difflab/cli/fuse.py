@@ -153,11 +153,11 @@ def run_single(args: argparse.Namespace, loaded, settings) -> int:
 
 
 def run_pairs(args: argparse.Namespace, loaded, settings) -> int:
-    from difflab.data import list_images
     from difflab.experiments.fusion_outputs import fuse_pairs
     from difflab.experiments.inputs import random_pairs
     from difflab.experiments.scoring import Scorer, score_lines
     from difflab.generation import prepare_output_folder
+    from difflab.metrics.evaluation import is_statistics_file, measure
     from difflab.viz.figures import auto_scale
 
     if args.images or not args.real:
@@ -167,10 +167,19 @@ def run_pairs(args: argparse.Namespace, loaded, settings) -> int:
     if len(args.lam) > 1:
         raise ConfigError(f"batch mode ({{option:random_pairs}}) fuses every pair at one {OPTION}; got "
                           f"{len(args.lam)} values (several make a strip of one pair)", option="lam")
+    if is_statistics_file(args.real):
+        raise ConfigError(f"{OPTION} must be images (a folder or .zip) to pair, not statistics: {args.real}",
+                          option="real")
+    options = None if args.no_score else scoring_options(args, loaded.device)  # checked before any work
     out = prepare_output_folder(Path(args.out), args.random_pairs, args.format, args.overwrite)
-    pairs = random_pairs(list_images(args.real), args.random_pairs, args.seed)
-    # The real set is measured first, so a bad --features fails before any fusing.
-    scorer = None if args.no_score else Scorer(args.real, scoring_options(args, loaded.device))
+    # The real set is measured first, so a bad --features fails before any fusing. Pairs are drawn from
+    # the images that can be read (the scoring core's policy: unreadable ones are skipped and counted).
+    scorer = None if options is None else Scorer(args.real, options)
+    real = scorer.real if scorer is not None else measure(args.real, progress=not args.no_progress)
+    if real.unreadable:
+        print(f"difflab: skipped {len(real.unreadable)} unreadable image(s) of {args.real} "
+              f"(e.g. {real.unreadable[0][0]}: {real.unreadable[0][1]})")
+    pairs = random_pairs(real.used, args.random_pairs, args.seed)
     preview = fuse_pairs(loaded, pairs, args.lam[0], settings, out, args.seed, args.batch_size, args.format,
                          args.scale or auto_scale(loaded.config.image_size), not args.no_progress)
     print(f"difflab: wrote {args.random_pairs} fused images to {out}/1.{args.format} ...; first pairs: {preview}")

@@ -125,6 +125,7 @@ class Scorer:
         return {
             "reference": self.real_source,
             "reference_images": self.real_statistics.num_images,
+            "reference_unreadable": len(self.real.unreadable) if self.real is not None else 0,
             "extractor": self.extractor.name,
             "distance": self.distance_name,
             "detector": self.detector.name if self.detector is not None else None,
