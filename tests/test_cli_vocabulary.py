@@ -209,3 +209,18 @@ def test_eval_compare_and_fuse_fail_alike_on_missing_detector_weights(tiny_run, 
         assert main([*command, *scoring, *missing]) == 1
         errors.append(capsys.readouterr().err.strip().splitlines()[0])
     assert errors[0].startswith("difflab: error: --detector-weights points to") and len(set(errors)) == 1
+
+
+def test_too_few_images_give_the_same_reasons_in_eval_and_compare(tiny_run, real_faces, scoring, tmp_path, capsys):
+    study = tmp_path / "study"
+    assert main(["compare", str(tiny_run), "--samplers", "ddim:2", "-n", "1", "--real", str(real_faces),
+                 "--out", str(study), *scoring]) == 0
+    row = json.loads((study / "results.json").read_text())["rows"][0]
+    capsys.readouterr()
+    results = evaluated(Path(row["folder"]), real_faces, scoring, tmp_path)  # one image: no FD, no KID, exit 0
+    assert results["fd"] is None and results["kid"] is None
+    assert results["kid_error"] == row["metrics"]["kid"]["reason"] and "at least 2 images" in results["kid_error"]
+    # The same reason; eval names the folder it was given, compare "the generated set" (one footnote for all rows).
+    assert results["fd_error"] == f"{row['folder']}: a covariance needs at least 2 images, got 1"
+    assert row["metrics"]["distance"]["reason"] == "the generated set: a covariance needs at least 2 images, got 1"
+    assert re.search(r"^KID +not computed: KID needs at least 2 images", capsys.readouterr().out, re.MULTILINE)
