@@ -77,7 +77,7 @@ def test_eval_end_to_end_with_the_fixed_feature_network(tmp_path, face_sets, fea
     report, pairs = tmp_path / "metrics.json", tmp_path / "nn.png"
     detector = ["--detector-weights", str(shared_data / "lbpcascade_animeface.xml")]
     code = main(["eval", str(generated), str(real), "--json", str(report), "--out", str(pairs),
-                 "--subsets", "10", *detector, *featnet])  # fmt: skip
+                 "--kid-subsets", "10", *detector, *featnet])  # fmt: skip
     assert code == 0
     results = json.loads(report.read_text())
     assert results["generated"]["num_images"] == 300 and results["generated"]["num_unreadable"] == 1
@@ -111,7 +111,7 @@ def test_fid_from_saved_statistics_equals_fid_from_images(tmp_path, face_sets, t
 
 def test_eval_against_statistics_gives_the_distance_only(tmp_path, face_sets, tiny_features):
     generated, real = face_sets
-    options = ["--features", f"{tiny_features}:thumb8", "--no-progress", "--no-afd"]
+    options = ["--features", f"{tiny_features}:thumb8", "--no-progress", "--afd", "off"]
     stats, report = tmp_path / "real.npz", tmp_path / "eval.json"
     assert main(["fid-stats", str(real), "--out", str(stats), *options[:3]]) == 0
     assert main(["eval", str(generated), str(stats), "--json", str(report), *options]) == 0
@@ -132,7 +132,7 @@ def test_fid_with_too_few_images_suggests_kid(tmp_path, face_sets, tiny_features
     assert "too few" in error and "difflab kid" in error
 
     report = tmp_path / "eval.json"  # eval still reports KID, and why there is no FD
-    assert main(["eval", str(few), str(real), "--no-afd", "--json", str(report), *options]) == 0
+    assert main(["eval", str(few), str(real), "--afd", "off", "--json", str(report), *options]) == 0
     results = json.loads(report.read_text())
     assert results["fd"] is None and "KID" in results["fd_error"] and "kid" in results
 
@@ -156,7 +156,7 @@ def test_kid_and_nearest_need_images_not_statistics(tmp_path, face_sets):
 def test_kid_command_reports_mean_and_spread(tmp_path, face_sets, tiny_features):
     generated, real = face_sets
     report = tmp_path / "kid.json"
-    options = ["--features", f"{tiny_features}:thumb8", "--subsets", "5", "--subset-size", "100", "--no-progress"]
+    options = ["--features", f"{tiny_features}:thumb8", "--kid-subsets", "5", "--kid-subset-size", "100", "--no-progress"]
     assert main(["kid", str(generated), str(real), "--json", str(report), *options]) == 0
     kid = json.loads(report.read_text())["kid"]
     assert kid["num_subsets"] == 5 and kid["subset_size"] == 100 and kid["std"] > 0

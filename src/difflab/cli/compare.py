@@ -9,9 +9,10 @@ from pathlib import Path
 
 import torch
 
+from difflab.cli.flags import add_alias
 from difflab.cli.sample import add_generation_options, load_for_generation, resolve_precision, speed_up
 from difflab.cli.scoring_options import add_scoring_options, scoring_options
-from difflab.errors import ConfigError
+from difflab.errors import OPTION, ConfigError
 
 DEFAULT_SAMPLERS = "ddpm,ddim:100,ddim:50,ddim:20,ddim:10"
 SAME_SEEDS_FIGURE = "same_seeds.png"
@@ -46,6 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_generation_options(parser.add_argument_group("sampling (shared by every row; the seed too)"))
     add_scoring_options(parser)
+    add_alias(parser, "--metrics-batch-size", "--feature-batch-size")
     parser.set_defaults(func=run)
 
 
@@ -60,9 +62,10 @@ def run(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     if (out / RESULTS_JSON).exists() and not args.overwrite:
-        raise ConfigError(f"--out {out} already holds a study ({RESULTS_JSON}); pass --overwrite or choose another")
+        raise ConfigError(f"{OPTION} {out} already holds a study ({RESULTS_JSON}); pass {{option:overwrite}} or "
+                          "choose another", option="out")
     if args.num_images < 1 or args.batch_size < 1:
-        raise ConfigError("-n and --batch-size must be at least 1")
+        raise ConfigError(f"{OPTION} and {{option:batch_size}} must be at least 1", option="num_images")
     models = []
     for run_path in args.runs:  # every model and its rows first, so a bad option fails before any sampling
         args.run = run_path

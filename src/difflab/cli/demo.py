@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from difflab.cli.flags import add_alias
 from difflab.config import TrainConfig
 
 from difflab.recipes import DEMO
@@ -15,8 +16,9 @@ from difflab.recipes import DEMO
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("demo", help="train and sample a small model on built-in shapes (offline, CPU)")
     parser.add_argument("--out", default="difflab-demo", help="run folder (default ./difflab-demo)")
-    parser.add_argument("--minutes", type=float, default=DEMO["max_minutes"],
+    parser.add_argument("--max-minutes", type=float, default=DEMO["max_minutes"],
                         help=f"training time budget in minutes (default {DEMO['max_minutes']})")
+    add_alias(parser, "--minutes", "--max-minutes")
     parser.add_argument("--steps", type=int, default=DEMO["steps"], help=f"at most this many steps (default {DEMO['steps']})")
     parser.add_argument("--mixed-precision", choices=("auto", "no", "bf16"), default="auto",
                         help="auto (default): bf16 on CPUs with AMX or AVX-512 BF16, else fp32; no forces fp32")
@@ -32,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
 
     from difflab.training.speed import cpu_bf16_capability, describe_precision_choice
 
-    config = TrainConfig.from_dict({**DEMO, "out": args.out, "max_minutes": args.minutes, "steps": args.steps,
+    config = TrainConfig.from_dict({**DEMO, "out": args.out, "max_minutes": args.max_minutes, "steps": args.steps,
                                     "save_every": min(DEMO["save_every"], args.steps),
                                     "mixed_precision": args.mixed_precision}).validate()
     check_out_folder(config, resume=False, overwrite=args.overwrite)

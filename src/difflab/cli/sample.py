@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from difflab.cli.flags import add_alias
 from difflab.diffusion import CLIPPING
 from difflab.errors import ConfigError, DataError
 from difflab.generation.guide import AUTO_GUIDE_FRACTION, DEFAULT_GUIDANCE, GUIDE_MIN_T_SHARE
@@ -53,9 +54,10 @@ def add_generation_options(parser: argparse.ArgumentParser | argparse._ArgumentG
                         help="EMA (default), raw weights, or best: the EMA weights of the best-scoring checkpoint "
                              "(train --keep-best)")
     parser.add_argument("--device", default=None, help="cuda, cpu, cuda:1 ... (default: cuda if available)")
-    parser.add_argument("--precision", choices=("auto", "no", "bf16", "fp16"), default="auto",
+    parser.add_argument("--mixed-precision", dest="precision", choices=("auto", "no", "bf16", "fp16"), default="auto",
                         help="autocast (default auto = bf16 on GPUs and on CPUs with AMX or AVX-512 BF16, else fp32); on a GPU, bf16/fp16 "
                              "run a bf16/fp16 copy of the weights")
+    add_alias(parser, "--precision", "--mixed-precision")  # sample's name before issue 19
     parser.add_argument("--compile", choices=SWITCH, default="auto",
                         help="torch.compile the network (auto: on a GPU when the job runs >= "
                              f"{COMPILE_AUTO_MIN_PASSES} batched passes, e.g. DDPM; eager fallback)")
@@ -112,7 +114,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 
 def speed_up(loaded, args: argparse.Namespace, precision: str, passes: int):
-    """`loaded` (any family's generator) with the fast paths that --precision, --compile and
+    """`loaded` (any family's generator) with the fast paths that --mixed-precision, --compile and
     --cuda-graphs switch on."""
     return loaded.accelerated(resolve_sampling_speed(loaded.device, precision, args.compile, args.cuda_graphs, passes))
 
@@ -226,7 +228,7 @@ def check_not_blank(images: torch.Tensor, first: int) -> None:
     if images.numel() and not bool(images.any()):
         raise DataError(f"images {first + 1} ... {first + len(images)} came out entirely black, which is what NaN "
                         "outputs become; the checkpoint or the sampler settings produce non-finite values "
-                        "(try --precision no, or an earlier checkpoint)")
+                        "(try --mixed-precision no, or an earlier checkpoint)")
 
 
 def _partial_report(out: Path, manifest: dict, written: list[str], error: Exception) -> str:

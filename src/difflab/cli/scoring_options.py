@@ -1,41 +1,83 @@
-"""Evaluation options shared by the experiment commands that score images (compare, fuse)."""
+"""The scoring flags, each defined once: the group that eval, compare and fuse share (one set of
+flags over one Scorer), and its parts, which fid, fid-stats, kid, afd and nearest take."""
 from __future__ import annotations
 
 import argparse
 
 import torch
 
-from difflab.errors import ConfigError
+from difflab.cli.flags import add_alias, renamed_values
+
+SCORING_GROUP = "scoring (the same in eval, compare and fuse)"
+Container = argparse.ArgumentParser | argparse._ArgumentGroup
 
 
-def add_scoring_options(parser: argparse.ArgumentParser) -> None:
-    """The same --features/--detector options as `difflab eval`, under names that do not
-    clash with the sampling options."""
-    group = parser.add_argument_group("scoring (as difflab eval)")
-    group.add_argument("--features", default="inception",
-                       help="'inception' (FID, default) or FILE.py:FUNCTION, e.g. /work/shared/eval/featnet.py:cifar10 "
-                            "(an FD, not an FID)")
-    group.add_argument("--inception-weights", metavar="PATH", help="FID Inception weights file, if not cached")
-    group.add_argument("--afd", choices=("auto", "yes", "no"), default="auto",
-                       help="anime-face detection rate: auto = when the detector can be loaded, else n/a with "
-                            "the reason (default); yes = fail if it cannot")
-    group.add_argument("--detector", choices=("cascade", "yolo"), default="cascade", help="face detector for AFD")
-    group.add_argument("--detector-weights", metavar="PATH", help="lbpcascade_animeface.xml, or the YOLO .pt")
-    group.add_argument("--metrics-batch-size", type=int, default=50, help="images per feature batch (default 50)")
-    group.add_argument("--kid-subsets", type=int, default=100, help="KID: random subsets to average (default 100)")
-    group.add_argument("--kid-subset-size", type=int, default=1000,
-                       help="KID: images per subset, capped by the smaller set (default 1000)")
+def add_feature_options(group: Container, batch_size: int | None = None, what: str = "feature") -> None:
+    """--features, --inception-weights and --feature-batch-size (`what`: what a batch is for)."""
+    from difflab.experiments.scoring import DEFAULT_FEATURE_BATCH_SIZE
+
+    batch_size = batch_size or DEFAULT_FEATURE_BATCH_SIZE
+    group.add_argument("--features", default="inception", metavar="SPEC",
+                       help="'inception' (FID Inception-v3, default) or FILE.py:FUNCTION returning a network "
+                            "with features(images in [0, 1]), e.g. ../shared/eval/featnet.py:cifar10; other "
+                            "features give an FD, not an FID")
+    group.add_argument("--inception-weights", metavar="PATH",
+                       help="pt_inception-2015-12-05-6726825d.pth (else $DIFFLAB_INCEPTION_WEIGHTS, the cache, "
+                            "or a download)")
+    add_feature_batch_size(group, batch_size, what)
+
+
+def add_feature_batch_size(group: Container, batch_size: int, what: str = "feature") -> None:
+    group.add_argument("--feature-batch-size", type=int, default=batch_size, metavar="N",
+                       help=f"images per {what} batch when reading a set (default {batch_size})")
+
+
+def add_detector_options(group: Container) -> None:
+    group.add_argument("--detector", choices=("cascade", "yolo"), default="cascade",
+                       help="anime-face detector: OpenCV LBP cascade (default) or an ultralytics YOLO model")
+    group.add_argument("--detector-weights", metavar="PATH",
+                       help="cascade: lbpcascade_animeface.xml (else $DIFFLAB_ANIMEFACE_CASCADE, the cache, or a "
+                            "download); yolo: the .pt file, required")
+
+
+def add_afd_option(group: Container) -> None:
+    from difflab.experiments.scoring import AFD_MODES, AFD_RENAMED
+
+    group.add_argument("--afd", type=renamed_values("--afd", AFD_RENAMED), choices=AFD_MODES, default="auto",
+                       help="anime-face detection rate: auto = when the default detector can be loaded, else "
+                            "n/a with the reason (default); on = fail if it cannot; off = skip it")
+
+
+def add_kid_options(group: Container) -> None:
+    from difflab.metrics.kid import DEFAULT_NUM_SUBSETS, DEFAULT_SUBSET_SIZE
+
+    group.add_argument("--kid-subsets", type=int, default=DEFAULT_NUM_SUBSETS, metavar="N",
+                       help=f"KID: random subsets to average (default {DEFAULT_NUM_SUBSETS})")
+    group.add_argument("--kid-subset-size", type=int, default=DEFAULT_SUBSET_SIZE, metavar="N",
+                       help=f"KID: images per subset, capped by the smaller set (default {DEFAULT_SUBSET_SIZE})")
+
+
+def add_kid_aliases(parser: Container) -> None:
+    """The names `kid` and `eval` gave the KID options before issue 19."""
+    add_alias(parser, "--subsets", "--kid-subsets")
+    add_alias(parser, "--subset-size", "--kid-subset-size")
+
+
+def add_scoring_options(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """The scoring flags of eval, compare and fuse (the device is each command's --device)."""
+    group = parser.add_argument_group(SCORING_GROUP)
+    add_feature_options(group)
+    add_afd_option(group)
+    add_detector_options(group)
+    add_kid_options(group)
+    return group
 
 
 def scoring_options(args: argparse.Namespace, device: torch.device):
-    """ScoringOptions from the parsed flags, checked before any image is generated."""
+    """ScoringOptions from the parsed flags, checked (ConfigError) before any image is generated."""
     from difflab.experiments.scoring import ScoringOptions
 
-    if args.metrics_batch_size < 1:
-        raise ConfigError(f"--metrics-batch-size must be at least 1; got {args.metrics_batch_size}")
-    if args.kid_subsets < 1 or args.kid_subset_size < 2:
-        raise ConfigError("--kid-subsets must be at least 1 and --kid-subset-size at least 2")
     return ScoringOptions(features=args.features, inception_weights=args.inception_weights, afd=args.afd,
                           detector=args.detector, detector_weights=args.detector_weights, device=device,
-                          batch_size=args.metrics_batch_size, kid_subsets=args.kid_subsets,
+                          feature_batch_size=args.feature_batch_size, kid_subsets=args.kid_subsets,
                           kid_subset_size=args.kid_subset_size, progress=not args.no_progress)

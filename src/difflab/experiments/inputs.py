@@ -18,7 +18,8 @@ def single_image(path: str | Path) -> ImageRef:
     """The one image at `path` (a file, not a folder)."""
     refs = list_images(path)
     if len(refs) != 1 or Path(path).is_dir():
-        raise DataError(f"{path} is a folder or archive; give one image file (or use --pairs N --from FOLDER)")
+        raise DataError(f"{path} is a folder or archive; give one image file (a folder's images are fused in "
+                        "random pairs in batch mode)")
     return refs[0]
 
 
@@ -39,6 +40,6 @@ def image_batch(refs: list[ImageRef], loaded: LoadedModel) -> Tensor:
 def random_pairs(refs: list[ImageRef], count: int, seed: int = 0) -> list[tuple[ImageRef, ImageRef]]:
     """`count` pairs of two different images each, drawn reproducibly from `refs`."""
     if len(refs) < 2:
-        raise DataError(f"--from needs at least 2 images to make pairs; found {len(refs)}")
+        raise DataError(f"random pairs need at least 2 images; found {len(refs)}")
     rng = random.Random(seed)
     return [tuple(refs[i] for i in rng.sample(range(len(refs)), 2)) for _ in range(count)]

@@ -87,8 +87,11 @@ def format_table(results: dict) -> str:
             rows.append((key.upper(), f"not computed: {results[f'{key}_error']}" if value is None else f"{value:.4f}"))
     if "kid" in results:
         kid = results["kid"]
-        subsets = f"{kid['num_subsets']} subsets of {kid['subset_size']}"
-        rows.append(("KID", f"{kid['mean']:.5f} ± {kid['std']:.5f} ({subsets})"))
+        if kid is None:  # eval: too few images, say why
+            rows.append(("KID", f"not computed: {results['kid_error']}"))
+        else:
+            subsets = f"{kid['num_subsets']} subsets of {kid['subset_size']}"
+            rows.append(("KID", f"{kid['mean']:.5f} ± {kid['std']:.5f} ({subsets})"))
     if "afd" in results:
         rows.append(("AFD rate", _describe_afd(results["afd"])))
     if "nearest" in results:
