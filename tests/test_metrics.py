@@ -253,11 +253,11 @@ def test_weights_with_a_wrong_checksum_are_refused(tmp_path, monkeypatch):
 def test_download_is_verified_and_cached(tmp_path):
     published = tmp_path / "published.bin"
     published.write_bytes(b"some weights")
-    good = RemoteFile("w.bin", published.as_uri(), sha256_of(published), "--w", "DIFFLAB_TEST_W")
+    good = RemoteFile("w.bin", published.as_uri(), sha256_of(published), "w", "DIFFLAB_TEST_W")
     cached = locate(good)
     assert cached == good.cached_path() and cached.read_bytes() == b"some weights"
 
-    tampered = RemoteFile("v.bin", published.as_uri(), "0" * 64, "--w", "DIFFLAB_TEST_W")
+    tampered = RemoteFile("v.bin", published.as_uri(), "0" * 64, "w", "DIFFLAB_TEST_W")
     with pytest.raises(DataError, match="not using it"):
         locate(tampered)
     assert not tampered.cached_path().exists()
