@@ -161,7 +161,7 @@ def test_bad_files_are_reported_once_and_skipped(folder_with_bad_files: Path, ca
 def test_too_few_images_is_a_data_error_naming_the_option(folder_with_bad_files: Path) -> None:
     ds = ImageDataset(folder_with_bad_files, image_size=16, progress=False)
     ds.require_at_least(3)
-    with pytest.raises(DataError, match=r"3 usable images \(2 unreadable.*--batch-size needs at least 64"):
+    with pytest.raises(DataError, match=r"3 usable images \(2 unreadable.*batch_size needs at least 64"):
         ds.require_at_least(64)
 
 
@@ -343,7 +343,7 @@ def test_ranks_share_the_global_batch_disjointly() -> None:
     assert all(len(shard) == 4 for shard in shards)
     assert sorted(torch.cat(shards).tolist()) == sorted(whole.tolist())
     assert len(set(torch.cat(shards).tolist())) == 12
-    with pytest.raises(ConfigError, match="--batch-size"):
+    with pytest.raises(ConfigError, match="batch_size"):
         batch_indices(0, 10, 50, seed=0, world_size=3)
 
 
@@ -430,5 +430,5 @@ def test_augmentation_is_reproducible_and_keeps_range() -> None:
     jittered = augment_batch(images, torch.Generator().manual_seed(0), hflip=False, rotate_degrees=0, jitter=0.9)
     assert jittered.min() >= -1 and jittered.max() <= 1
     assert not torch.allclose(jittered, images)
-    with pytest.raises(ConfigError, match="--jitter"):
+    with pytest.raises(ConfigError, match="jitter"):
         augment_batch(images, torch.Generator(), jitter=1.5)

@@ -49,7 +49,7 @@ def test_schedules_are_valid(name):
 
 
 def test_unknown_schedule_names_the_option():
-    with pytest.raises(ConfigError, match="--beta-schedule.*linear, cosine, sigmoid"):
+    with pytest.raises(ConfigError, match="beta_schedule.*linear, cosine, sigmoid"):
         make_beta_schedule("quadratic", 1000)
 
 

@@ -68,7 +68,7 @@ def test_widths_that_are_not_multiples_of_the_groups_are_refused():
 
     network = UNet(UNetConfig(base_channels=16, dim_mults=(1, 2), num_res_blocks=1, attn_resolutions=(),
                               image_size=16))
-    with pytest.raises(ConfigError, match=r"multiple of 32.*--channels 16"):
+    with pytest.raises(ConfigError, match=r"multiple of 32.*channels 16"):
         unet2d_config(network)
 
 
@@ -86,7 +86,7 @@ def test_runs_with_other_than_1000_timesteps_are_refused():
     from difflab.export.diffusers import check_time_scale
 
     check_time_scale(1000)
-    with pytest.raises(ConfigError, match=r"--timesteps 100.*unscaled"):
+    with pytest.raises(ConfigError, match=r"timesteps 100.*unscaled"):
         check_time_scale(100)
 
 

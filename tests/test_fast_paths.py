@@ -302,7 +302,7 @@ def test_sampling_speed_switches():
     assert (fast.low_precision, fast.compile, fast.cuda_graphs) == (torch.bfloat16, True, True)
     short = resolve_sampling_speed(cuda, "no", "auto", "off", 200)  # DDIM-50 on 1,000 images
     assert (short.low_precision, short.compile, short.cuda_graphs) == (None, False, False)
-    with pytest.raises(ConfigError, match="--cuda-graphs"):
+    with pytest.raises(ConfigError, match="cuda_graphs"):
         resolve_sampling_speed(cpu, "no", "auto", "sometimes")
 
 

@@ -226,7 +226,7 @@ def test_missing_inception_weights_say_what_to_download_and_where():
     with pytest.raises(DataError) as error:
         load_fid_inception(allow_download=False)
     message = str(error.value)
-    for hint in ("--inception-weights", "DIFFLAB_INCEPTION_WEIGHTS", FID_WEIGHTS.url, str(FID_WEIGHTS.cached_path())):
+    for hint in ("inception_weights", "DIFFLAB_INCEPTION_WEIGHTS", FID_WEIGHTS.url, str(FID_WEIGHTS.cached_path())):
         assert hint in message
 
 
@@ -237,7 +237,7 @@ def test_offline_download_failure_says_what_to_download(monkeypatch):
     monkeypatch.setattr("urllib.request.urlopen", offline)
     with pytest.raises(DataError, match="could not download") as error:
         load_fid_inception()
-    assert "--inception-weights" in str(error.value)
+    assert "inception_weights" in str(error.value)
 
 
 def test_weights_with_a_wrong_checksum_are_refused(tmp_path, monkeypatch):
@@ -253,11 +253,11 @@ def test_weights_with_a_wrong_checksum_are_refused(tmp_path, monkeypatch):
 def test_download_is_verified_and_cached(tmp_path):
     published = tmp_path / "published.bin"
     published.write_bytes(b"some weights")
-    good = RemoteFile("w.bin", published.as_uri(), sha256_of(published), "--w", "DIFFLAB_TEST_W")
+    good = RemoteFile("w.bin", published.as_uri(), sha256_of(published), "w", "DIFFLAB_TEST_W")
     cached = locate(good)
     assert cached == good.cached_path() and cached.read_bytes() == b"some weights"
 
-    tampered = RemoteFile("v.bin", published.as_uri(), "0" * 64, "--w", "DIFFLAB_TEST_W")
+    tampered = RemoteFile("v.bin", published.as_uri(), "0" * 64, "w", "DIFFLAB_TEST_W")
     with pytest.raises(DataError, match="not using it"):
         locate(tampered)
     assert not tampered.cached_path().exists()
@@ -309,7 +309,7 @@ def test_statistics_from_different_extractors_are_not_compared():
     rng = np.random.default_rng(9)
     a = FeatureStatistics.from_features(rng.normal(size=(20, 3)), Extractor("net-a", MeanColour(), "a"), "A")
     b = FeatureStatistics.from_features(rng.normal(size=(20, 3)), Extractor("net-b", MeanColour(), "b"), "B")
-    with pytest.raises(DataError, match="same --features"):
+    with pytest.raises(DataError, match="same features"):
         a.frechet_distance(b)
     c = FeatureStatistics.from_features(rng.normal(size=(20, 5)), Extractor("net-a", MeanColour(), "a"), "C")
     with pytest.raises(DataError, match="different feature extractors"):
@@ -404,7 +404,7 @@ def test_missing_opencv_is_explained(monkeypatch):
 def test_yolo_needs_its_weights():
     from difflab.metrics.afd import load_detector
 
-    with pytest.raises(ConfigError, match="--detector-weights"):
+    with pytest.raises(ConfigError, match="detector_weights"):
         load_detector("yolo")
 
 

@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         # prints usage and exits with code 2, before any work; the option as this command spells it
         parser.error(error.render(flag_namer(parser, args.command)))
     except DataError as error:
-        print(f"difflab: error: {error}", file=sys.stderr)
+        print(f"difflab: error: {error.render(flag_namer(parser, args.command))}", file=sys.stderr)
         return 1
     except OSError as error:
         if error.errno not in STORAGE_ERRNOS:

@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from difflab.errors import ConfigError
+from difflab.errors import OPTION, ConfigError
 
 # Luma weights torchvision uses for the gray mean in its contrast adjustment.
 _GRAY_WEIGHTS = (0.2989, 0.587, 0.114)
@@ -36,9 +36,9 @@ def augment_batch(
     input is returned as is.
     """
     if rotate_degrees < 0:
-        raise ConfigError(f"--rotate-degrees must be >= 0; got {rotate_degrees}")
+        raise ConfigError(f"{OPTION} must be >= 0; got {rotate_degrees}", option="rotate_degrees")
     if not 0 <= jitter < 1:
-        raise ConfigError(f"--jitter must be in [0, 1); got {jitter}")
+        raise ConfigError(f"{OPTION} must be in [0, 1); got {jitter}", option="jitter")
     if hflip:
         images = random_hflip(images, generator)
     if rotate_degrees > 0:

@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import Dataset
 
 from difflab.data.files import ImageRef
-from difflab.errors import DataError
+from difflab.errors import OPTION, DataError
 
 
 class BaseImageDataset(Dataset):
@@ -32,14 +32,16 @@ class BaseImageDataset(Dataset):
     def __getitem__(self, index: int) -> torch.Tensor:
         raise NotImplementedError
 
-    def require_at_least(self, count: int, option: str = "--batch-size") -> None:
-        """Raise DataError unless `count` usable images (e.g. one batch) are available."""
+    def require_at_least(self, count: int, option: str = "batch_size") -> None:
+        """Raise DataError unless `count` usable images (e.g. one batch) are available; `option`
+        names the option (its library name, e.g. "batch_size") that asks for them."""
         if len(self) >= count:
             return
+        option = option.lstrip("-").replace("-", "_")  # a flag spelling ("--batch-size") names the same option
         skipped = f" ({len(self.bad_files)} unreadable files were skipped)" if self.bad_files else ""
         raise DataError(
-            f"{self.name} has {len(self)} usable images{skipped}, but {option} needs at least {count}; "
-            f"add images or lower {option}"
+            f"{self.name} has {len(self)} usable images{skipped}, but {OPTION} needs at least {count}; "
+            f"add images or lower {OPTION}", option=option
         )
 
     def __repr__(self) -> str:

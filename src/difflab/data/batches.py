@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from difflab.errors import ConfigError
+from difflab.errors import OPTION, ConfigError
 
 
 def batch_indices(
@@ -28,9 +28,10 @@ def batch_indices(
     span several when B > num_items). Rank r gets `global[r::world_size]`.
     """
     if batch_size < 1:
-        raise ConfigError(f"--batch-size must be a positive integer; got {batch_size}")
+        raise ConfigError(f"{OPTION} must be a positive integer; got {batch_size}", option="batch_size")
     if batch_size % world_size:
-        raise ConfigError(f"--batch-size ({batch_size}) must be divisible by the number of processes ({world_size})")
+        raise ConfigError(f"{OPTION} ({batch_size}) must be divisible by the number of processes ({world_size})",
+                          option="batch_size")
     if num_items < 1:
         raise ValueError("batch_indices needs at least one item")
     start = step * batch_size
@@ -86,7 +87,7 @@ class BatchStream:
         workers: int | None = None,
     ) -> None:
         if batch_size < 1:
-            raise ConfigError(f"--batch-size must be a positive integer; got {batch_size}")
+            raise ConfigError(f"{OPTION} must be a positive integer; got {batch_size}", option="batch_size")
         self.dataset, self.seed, self.start_step = dataset, seed, start_step
         self.global_batch_size = batch_size * world_size
         self.device = torch.device(device)

@@ -18,7 +18,7 @@ from difflab.data.mnist import find_mnist_file, read_idx_images
 from difflab.data.options import check_image_size, check_max_images, parse_channels, spread_subset
 from difflab.data.shapes import DEFAULT_NUM_IMAGES, make_shapes
 from difflab.data.transforms import convert_channels_batch, resize_batch
-from difflab.errors import ConfigError, DataError
+from difflab.errors import OPTION, ConfigError, DataError
 
 BUILTIN_DATASETS = ("mnist", "cifar10", "shapes")
 SPLITS = ("train", "test")
@@ -59,7 +59,7 @@ def load_dataset(
             f"nor a builtin dataset ({', '.join(BUILTIN_DATASETS)})"
         )
     if split not in SPLITS:
-        raise ConfigError(f"--split must be one of {', '.join(SPLITS)}; got {split!r}")
+        raise ConfigError(f"{OPTION} must be one of {', '.join(SPLITS)}; got {split!r}", option="split")
     check_image_size(image_size)
     check_max_images(max_images)
     wanted_channels = parse_channels(channels)
@@ -99,8 +99,8 @@ def _find_cifar(folders: list[Path], split: str) -> Path:
     places = " or ".join(str(folder) for folder in folders)
     raise DataError(
         f"CIFAR-10 not found in {places}: put the {CIFAR_BATCH_FOLDER} folder (data_batch_1..5, test_batch) "
-        f"or {zip_name} there, or pass it as the data root (--data-root or DIFFLAB_DATA). "
-        "difflab does not download datasets."
+        f"or {zip_name} there, or pass it as the data root ({OPTION} or DIFFLAB_DATA). "
+        "difflab does not download datasets.", option="data_root"
     )
 
 

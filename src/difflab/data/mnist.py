@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from difflab.errors import DataError
+from difflab.errors import OPTION, DataError
 
 MNIST_IMAGE_FILES = {"train": "train-images-idx3-ubyte.gz", "test": "t10k-images-idx3-ubyte.gz"}
 _IDX_UBYTE_3D = 0x00000803  # magic number: unsigned bytes, 3 dimensions
@@ -26,7 +26,7 @@ def find_mnist_file(folders: list[Path], split: str) -> Path:
     raise DataError(
         f"MNIST {split} images not found: put {name} in {places} "
         f"(the canonical files are {', '.join(MNIST_IMAGE_FILES.values())}), or pass their folder as the "
-        "data root (--data-root or DIFFLAB_DATA). difflab does not download datasets."
+        f"data root ({OPTION} or DIFFLAB_DATA). difflab does not download datasets.", option="data_root"
     )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from difflab.errors import ConfigError
+from difflab.errors import OPTION, ConfigError
 
 CHANNEL_MODES = {1: "L", 3: "RGB"}
 # Transparent pixels are shown over white, as image viewers do; black would
@@ -24,7 +24,7 @@ GRAY_TOLERANCE = 3
 def to_mode(img: Image.Image, channels: int) -> Image.Image:
     """Convert any decoded image to 8-bit "L" (channels=1) or "RGB" (channels=3)."""
     if channels not in CHANNEL_MODES:
-        raise ConfigError(f"--image-channels must be one of auto, 1, 3; got {channels!r}")
+        raise ConfigError(f"{OPTION} must be one of auto, 1, 3; got {channels!r}", option="image_channels")
     target = CHANNEL_MODES[channels]
     if img.mode == target:
         return img

@@ -13,7 +13,7 @@ from PIL import Image
 
 from difflab.data.files import ImageRef, try_read_image
 from difflab.data.modes import is_grayscale, to_mode
-from difflab.errors import ConfigError
+from difflab.errors import OPTION, ConfigError
 
 __all__ = ["to_square", "to_mode", "is_grayscale", "detect_channels", "resize_batch", "convert_channels_batch"]
 
@@ -68,7 +68,7 @@ def resize_batch(images: torch.Tensor, size: int, chunk: int = 4096) -> torch.Te
 def convert_channels_batch(images: torch.Tensor, channels: int) -> torch.Tensor:
     """Convert uint8 (N, C, H, W) between 1 and 3 channels, matching PIL's "L"/"RGB"."""
     if channels not in (1, 3):
-        raise ConfigError(f"--image-channels must be one of auto, 1, 3; got {channels!r}")
+        raise ConfigError(f"{OPTION} must be one of auto, 1, 3; got {channels!r}", option="image_channels")
     have = images.shape[1]
     if have == channels:
         return images

@@ -7,7 +7,7 @@ from torch import Tensor, nn
 from difflab.diffusion.denoiser import model_time
 from difflab.diffusion.objectives import check_objective, training_target
 from difflab.diffusion.process import DiffusionSchedule, q_sample
-from difflab.errors import ConfigError
+from difflab.errors import OPTION, ConfigError
 
 LOSS_WEIGHTINGS = ("none", "min_snr")
 
@@ -30,9 +30,10 @@ class DiffusionLoss:
     def __init__(self, schedule: DiffusionSchedule, objective: str = "pred_noise",
                  weighting: str = "none", min_snr_gamma: float = 5.0):
         if weighting not in LOSS_WEIGHTINGS:
-            raise ConfigError(f"--loss-weighting must be one of {', '.join(LOSS_WEIGHTINGS)}; got {weighting!r}")
+            raise ConfigError(f"{OPTION} must be one of {', '.join(LOSS_WEIGHTINGS)}; got {weighting!r}",
+                              option="loss_weighting")
         if min_snr_gamma <= 0:
-            raise ConfigError(f"--min-snr-gamma must be positive; got {min_snr_gamma}")
+            raise ConfigError(f"{OPTION} must be positive; got {min_snr_gamma}", option="min_snr_gamma")
         self.schedule, self.objective = schedule, check_objective(objective)
         self.weighting, self.min_snr_gamma = weighting, min_snr_gamma
 

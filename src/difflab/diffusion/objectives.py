@@ -12,7 +12,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from difflab.errors import ConfigError
+from difflab.errors import OPTION, ConfigError
 
 OBJECTIVES = ("pred_noise", "pred_x0", "pred_v")
 CLIPPING = ("static", "dynamic", "none")
@@ -25,7 +25,7 @@ class Predictions(NamedTuple):
 
 def check_objective(objective: str) -> str:
     if objective not in OBJECTIVES:
-        raise ConfigError(f"--objective must be one of {', '.join(OBJECTIVES)}; got {objective!r}")
+        raise ConfigError(f"{OPTION} must be one of {', '.join(OBJECTIVES)}; got {objective!r}", option="objective")
     return objective
 
 
@@ -54,7 +54,7 @@ def predictions_from_output(objective: str, output: Tensor, x_t: Tensor,
         pred_x0 = signal_rates * x_t - noise_rates * output
         pred_noise = noise_rates * x_t + signal_rates * output
         return Predictions(pred_noise, pred_x0)
-    raise ConfigError(f"--objective must be one of {', '.join(OBJECTIVES)}; got {objective!r}")
+    raise ConfigError(f"{OPTION} must be one of {', '.join(OBJECTIVES)}; got {objective!r}", option="objective")
 
 
 def training_target(objective: str, x0: Tensor, noise: Tensor, signal_rates: Tensor, noise_rates: Tensor) -> Tensor:
@@ -81,4 +81,4 @@ def clip_x0(pred_x0: Tensor, mode: str, percentile: float = 0.995) -> Tensor:
         s = torch.quantile(flat, percentile, dim=1).clamp(min=1.0).to(pred_x0.dtype)
         s = s.reshape(-1, *([1] * (pred_x0.ndim - 1)))
         return pred_x0.clamp(-s, s) / s
-    raise ConfigError(f"--clip must be one of {', '.join(CLIPPING)}; got {mode!r}")
+    raise ConfigError(f"{OPTION} must be one of {', '.join(CLIPPING)}; got {mode!r}", option="clip")

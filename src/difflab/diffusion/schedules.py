@@ -11,7 +11,7 @@ from typing import Callable
 
 import torch
 
-from difflab.errors import ConfigError
+from difflab.errors import OPTION, ConfigError
 
 
 def linear_betas(timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
@@ -61,7 +61,7 @@ BETA_SCHEDULES: dict[str, Callable[[int], torch.Tensor]] = {
 def make_beta_schedule(name: str, timesteps: int) -> torch.Tensor:
     """The named schedule's betas (float64, shape (T,)); ConfigError naming the option otherwise."""
     if name not in BETA_SCHEDULES:
-        raise ConfigError(f"--beta-schedule must be one of {', '.join(BETA_SCHEDULES)}; got {name!r}")
+        raise ConfigError(f"{OPTION} must be one of {', '.join(BETA_SCHEDULES)}; got {name!r}", option="beta_schedule")
     if not isinstance(timesteps, int) or timesteps < 2:
-        raise ConfigError(f"--timesteps must be an integer >= 2; got {timesteps!r}")
+        raise ConfigError(f"{OPTION} must be an integer >= 2; got {timesteps!r}", option="timesteps")
     return BETA_SCHEDULES[name](timesteps)

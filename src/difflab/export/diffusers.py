@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from difflab.diffusion.denoiser import model_time
-from difflab.errors import ConfigError
+from difflab.errors import OPTION, ConfigError
 from difflab.network.layers import SelfAttention
 from difflab.network.unet import UNet
 
@@ -62,8 +62,8 @@ def require_diffusers():
 
 def _options(network: UNet) -> str:
     c = network.config
-    return (f"--channels {c.base_channels}, --dim-mults {','.join(map(str, c.dim_mults))}, "
-            f"--attn-head-channels {c.attn_head_channels}")
+    return (f"{{option:channels}} {c.base_channels}, {{option:dim_mults}} {','.join(map(str, c.dim_mults))}, "
+            f"{{option:attn_head_channels}} {c.attn_head_channels}")
 
 
 def norm_groups(network: UNet) -> int:
@@ -77,8 +77,8 @@ def norm_groups(network: UNet) -> int:
             f"cannot export to diffusers: UNet2DModel uses one GroupNorm group count for every block, but this "
             f"network normalises widths {', '.join(map(str, odd))} with fewer than {max(groups)} groups "
             f"(difflab uses 32 groups, or the largest count that divides a narrower width). Every width, including "
-            f"the decoder's concatenations, must be a multiple of 32: train with a --channels that is a multiple "
-            f"of 32 (this run: {_options(network)})")
+            f"the decoder's concatenations, must be a multiple of 32: train with a {OPTION} that is a multiple "
+            f"of 32 (this run: {_options(network)})", option="channels")
     eps = {module.eps for module in norms}
     if len(eps) != 1:
         raise ConfigError(f"cannot export to diffusers: the network's GroupNorms use different eps values {sorted(eps)}")
@@ -99,9 +99,10 @@ def attention_head_dim(network: UNet) -> int | None:
         described = "; ".join(f"width {c}: {h} head(s) of {c // h} channels" for c, h in widths)
         raise ConfigError(
             f"cannot export to diffusers: UNet2DModel gives every attention layer heads of one width, but this "
-            f"network's attention layers have {described}. Widths narrower than --attn-head-channels get one head "
-            f"of their own width; use an --attn-head-channels no larger than the narrowest attended width, or "
-            f"attention only at widths of at least --attn-head-channels (this run: {_options(network)})")
+            f"network's attention layers have {described}. Widths narrower than {OPTION} get one head "
+            f"of their own width; use an {OPTION} no larger than the narrowest attended width, or "
+            f"attention only at widths of at least {OPTION} (this run: {_options(network)})",
+            option="attn_head_channels")
     return head
 
 
@@ -111,10 +112,10 @@ def check_time_scale(timesteps: int) -> None:
     probe = torch.tensor([1.0])
     if timesteps != NETWORK_TIMESTEPS or not torch.equal(model_time(probe, timesteps), probe):
         raise ConfigError(
-            f"cannot export to diffusers: this run has --timesteps {timesteps}; difflab feeds its network "
+            f"cannot export to diffusers: this run has {OPTION} {timesteps}; difflab feeds its network "
             f"t * {NETWORK_TIMESTEPS} / {timesteps}, while diffusers' UNet2DModel embeds the scheduler's timestep "
-            f"t unscaled (its sinusoidal embedding has no time scale). Only runs with --timesteps "
-            f"{NETWORK_TIMESTEPS} can be exported")
+            f"t unscaled (its sinusoidal embedding has no time scale). Only runs with {OPTION} "
+            f"{NETWORK_TIMESTEPS} can be exported", option="timesteps")
 
 
 def unet2d_config(network: UNet) -> dict[str, Any]:
@@ -127,7 +128,8 @@ def unet2d_config(network: UNet) -> dict[str, Any]:
     head_dim = attention_head_dim(network)
     attended = [size in config.attn_resolutions for size in config.level_resolutions]
     if network.time_embed.sinusoid.frequencies.numel() * 2 + network.time_embed.sinusoid.pad != config.base_channels:
-        raise ConfigError("cannot export to diffusers: the time embedding's sinusoid is not --channels wide")
+        raise ConfigError("cannot export to diffusers: the time embedding's sinusoid is not {option} wide",
+                          option="channels")
     return {
         "sample_size": config.image_size,
         "in_channels": config.image_channels,
@@ -274,13 +276,15 @@ def prepare_out(out: str | Path, overwrite: bool) -> Path:
     never deletes someone's files."""
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file, not a folder")
+        raise ConfigError(f"{OPTION} {out} is a file, not a folder", option="out")
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
-            raise ConfigError(f"--out {out} is not empty; pass --overwrite to replace an earlier export there")
+            raise ConfigError(f"{OPTION} {out} is not empty; pass {{option:overwrite}} to replace an earlier export "
+                              "there", option="out")
         if not (out / MANIFEST).is_file():
-            raise ConfigError(f"--out {out} is not empty and holds no earlier difflab export ({MANIFEST}); "
-                              "--overwrite only replaces an export, choose an empty or new folder")
+            raise ConfigError(f"{OPTION} {out} is not empty and holds no earlier difflab export ({MANIFEST}); "
+                              "{option:overwrite} only replaces an export, choose an empty or new folder",
+                              option="out")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     return out

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from difflab.config import Options, RunOptions, TrainConfig, coerce_options
-from difflab.errors import ConfigError, DataError
+from difflab.errors import OPTION, ConfigError, DataError
 from difflab.families.base import Family, FamilyTrainer, ImageGenerator, StepContext
 
 # name -> module defining FAMILY. The registry: one line per family.
@@ -28,7 +28,7 @@ DEFAULT_FAMILY = "diffusion"  # runs written before families existed have no "mo
 
 def get_family(name: str) -> Family:
     if name not in FAMILIES:
-        raise ConfigError(f"--model must be one of {', '.join(FAMILIES)}; got {name!r}")
+        raise ConfigError(f"{OPTION} must be one of {', '.join(FAMILIES)}; got {name!r}", option="model")
     return importlib.import_module(FAMILIES[name]).FAMILY
 
 
@@ -62,8 +62,8 @@ def make_config(values: dict[str, Any], source: str = "configuration") -> Option
         if option not in known:
             owners = [other for other in FAMILIES if other != name and option in family_options(other)]
             if owners:
-                raise ConfigError(f"{source}: --{key.replace('_', '-')} is an option of --model {owners[0]}, "
-                                  f"not of --model {name}")
+                raise ConfigError(f"{source}: {OPTION} is an option of {{option:model}} {owners[0]}, "
+                                  f"not of {{option:model}} {name}", option=option)
     return klass(**coerce_options(values, source, klass))
 
 
@@ -86,7 +86,8 @@ def load_generator(path: str | Path, device: str | torch.device | None = None, w
     checkpoint = load_checkpoint(path, groups=())  # metadata only: which family, which groups
     family = get_family(checkpoint_family(checkpoint.config, checkpoint.meta))
     if weights not in family.weights:
-        raise ConfigError(f"--weights must be one of {', '.join(family.weights)} for a {family.name} run; got {weights!r}")
+        raise ConfigError(f"{OPTION} must be one of {', '.join(family.weights)} for a {family.name} run; "
+                          f"got {weights!r}", option="weights")
     return family.load_generator(checkpoint.path, device, weights)
 
 

@@ -41,10 +41,10 @@ class SamplingSpeed:
 def resolve_sampling_speed(device: torch.device, precision: str, compile: str = "auto", cuda_graphs: str = "auto",
                            network_passes: int = 0) -> SamplingSpeed:
     """Turn the --precision / --compile / --cuda-graphs words into switches for `device`."""
-    for name, value in (("--compile", compile), ("--cuda-graphs", cuda_graphs)):
+    for name, value in (("compile", compile), ("cuda_graphs", cuda_graphs)):
         if value not in SWITCH:
             from difflab.errors import ConfigError
-            raise ConfigError(f"{name} must be one of {', '.join(SWITCH)}; got {value!r}")
+            raise ConfigError(f"{{option}} must be one of {', '.join(SWITCH)}; got {value!r}", option=name)
     cuda = device.type == "cuda"
     low = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision) if cuda else None
     compile_on = compile == "on" or (compile == "auto" and cuda and network_passes >= COMPILE_AUTO_MIN_PASSES)
@@ -135,7 +135,8 @@ def compiled_for_inference(network: nn.Module) -> nn.Module:
     try:
         return _FallbackOnError(torch.compile(network, dynamic=False), network)
     except Exception as error:  # noqa: BLE001 - e.g. an unsupported Python for dynamo
-        warnings.warn(f"--compile: torch.compile is unavailable ({type(error).__name__}: {error}); sampling eagerly")
+        warnings.warn(f"torch.compile is unavailable ({type(error).__name__}: {error}); sampling eagerly "
+                      "(as with compile off)")
         return network
 
 
@@ -153,6 +154,6 @@ class _FallbackOnError(nn.Module):
                 return self.compiled(x, t)
             except Exception as error:  # noqa: BLE001 - the compiler raises many types
                 self.failed = True
-                warnings.warn(f"--compile: torch.compile failed ({type(error).__name__}: {str(error)[:300]}); "
-                              "sampling eagerly")
+                warnings.warn(f"torch.compile failed ({type(error).__name__}: {str(error)[:300]}); "
+                              "sampling eagerly (as with compile off)")
         return self.eager(x, t)

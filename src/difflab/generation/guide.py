@@ -10,7 +10,7 @@ import torch
 
 from difflab.diffusion.denoiser import model_time
 from difflab.diffusion.guidance import AutoGuidedNetwork
-from difflab.errors import ConfigError
+from difflab.errors import OPTION, ConfigError
 from difflab.generation.model_io import LoadedModel, load_model
 from difflab.training.checkpoint import checkpoint_step, list_checkpoints
 
@@ -34,13 +34,14 @@ def default_guide_min_t(timesteps: int) -> int:
 def check_guide_min_t(min_t: int, timesteps: int | None = None) -> None:
     if min_t < 0 or (timesteps is not None and min_t >= timesteps):
         known = f" ({timesteps})" if timesteps is not None else ""
-        raise ConfigError(f"--guide-min-t must be >= 0 and below the model's --timesteps{known} "
-                          f"(0 = guide at every step); got {min_t}")
+        raise ConfigError(f"{OPTION} must be >= 0 and below the model's {{option:timesteps}}{known} "
+                          f"(0 = guide at every step); got {min_t}", option="guide_min_t")
 
 
 def check_guide_fraction(fraction: float) -> None:
     if not 0 < fraction < 1:
-        raise ConfigError(f"--guide-fraction must lie between 0 and 1 (a share of the model's steps); got {fraction}")
+        raise ConfigError(f"{OPTION} must lie between 0 and 1 (a share of the model's steps); got {fraction}",
+                          option="guide_fraction")
 
 
 def resolve_guide(main: LoadedModel, guide: str, fraction: float = AUTO_GUIDE_FRACTION) -> Path:
@@ -50,15 +51,15 @@ def resolve_guide(main: LoadedModel, guide: str, fraction: float = AUTO_GUIDE_FR
         return Path(guide)
     earlier = [p for p in list_checkpoints(main.checkpoint.parent) if 0 <= checkpoint_step(p) < main.step]
     if not earlier:
-        raise ConfigError(f"--guide auto needs an earlier checkpoint beside {main.checkpoint}, and there is none; "
-                          "train with a --save-every well below the run's steps and a --keep-checkpoints that "
-                          "keeps the early ones, or give --guide a checkpoint file")
+        raise ConfigError(f"{OPTION} auto needs an earlier checkpoint beside {main.checkpoint}, and there is none; "
+                          "train with a {option:save_every} well below the run's steps and a {option:keep_checkpoints} "
+                          "that keeps the early ones, or give {option} a checkpoint file", option="guide")
     target = fraction * main.step
     chosen = min(earlier, key=lambda p: abs(checkpoint_step(p) - target))
     if abs(checkpoint_step(chosen) - target) > 0.15 * main.step:
-        warnings.warn(f"--guide auto: the nearest kept checkpoint to step {target:.0f} is {chosen.name}; the guide "
-                      f"works best near {fraction:.0%} of the steps (keep more with --keep-checkpoints when training)",
-                      stacklevel=2)
+        warnings.warn(f"autoguidance: the nearest kept checkpoint to step {target:.0f} is {chosen.name}; the guide "
+                      f"works best near {fraction:.0%} of the steps (keep more checkpoints when training: "
+                      "keep_checkpoints)", stacklevel=2)
     return chosen
 
 
@@ -68,7 +69,7 @@ def with_autoguidance(main: LoadedModel, guide: str, weight: float, weights: str
     which earlier checkpoint `guide="auto"` takes; below timestep `min_t` (default T/10) the
     model runs unguided."""
     if weight <= 0:
-        raise ConfigError(f"--guidance must be positive (1 = no guidance); got {weight}")
+        raise ConfigError(f"{OPTION} must be positive (1 = no guidance); got {weight}", option="guidance")
     check_guide_fraction(fraction)
     timesteps = main.config.timesteps
     min_t = default_guide_min_t(timesteps) if min_t is None else min_t
@@ -79,8 +80,9 @@ def with_autoguidance(main: LoadedModel, guide: str, weight: float, weights: str
                                ("beta schedule", main.config.beta_schedule, guide_model.config.beta_schedule),
                                ("timesteps", main.config.timesteps, guide_model.config.timesteps)]:
         if ours != theirs:
-            raise ConfigError(f"--guide {guide_model.checkpoint} does not match the model: {what} {theirs} "
-                              f"against {ours}; the guide must be a checkpoint of the same kind of model")
+            raise ConfigError(f"{OPTION} {guide_model.checkpoint} does not match the model: {what} {theirs} "
+                              f"against {ours}; the guide must be a checkpoint of the same kind of model",
+                              option="guide")
     min_time = float(model_time(torch.tensor(min_t), timesteps))  # the networks see t on a 0-1000 scale
     network = AutoGuidedNetwork(main.network, guide_model.network, weight, min_time).eval()
     return replace(main, network=network, guidance={"guide": str(guide_model.checkpoint), "guide_step": guide_model.step,

@@ -11,7 +11,7 @@ from torch import nn
 from difflab.build import as_config, build_network, build_schedule
 from difflab.config import TrainConfig
 from difflab.diffusion import Denoiser, DiffusionSchedule, make_denoiser
-from difflab.errors import ConfigError, DataError
+from difflab.errors import OPTION, ConfigError, DataError
 from difflab.training.checkpoint import (check_parameter_count, count_parameters_without_allocating, load_checkpoint,
                                          load_state_checked, validate_checkpoint_meta)
 
@@ -81,8 +81,8 @@ class LoadedModel:
 
 def check_no_truncation(truncation: float | None) -> None:
     if truncation not in (None, 1.0):
-        raise ConfigError("--truncation applies to GAN runs (StyleGAN2's psi); a diffusion model's counterpart "
-                          "is autoguidance (--guide auto --guidance W)")
+        raise ConfigError("{option} applies to GAN runs (StyleGAN2's psi); a diffusion model's counterpart "
+                          "is autoguidance ({option:guide} auto {option:guidance} W)", option="truncation")
 
 
 def default_device() -> torch.device:
@@ -93,7 +93,7 @@ def load_model(path: str | Path, device: str | torch.device | None = None, weigh
     """The EMA (default) or raw weights of the latest checkpoint under `path`, rebuilt from the
     configuration saved inside the checkpoint; no code from the file is executed."""
     if weights not in ("ema", "model"):
-        raise ConfigError(f"--weights must be ema or model; got {weights!r}")
+        raise ConfigError(f"{OPTION} must be ema or model; got {weights!r}", option="weights")
     device = torch.device(device) if device else default_device()
     checkpoint = load_checkpoint(path, groups=(weights,))
     from difflab.families import checkpoint_family

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from difflab.errors import ConfigError, DataError
+from difflab.errors import OPTION, ConfigError, DataError
 from difflab.viz.grid import make_grid, to_pil
 
 IMAGE_FORMATS = ("jpg", "png")
@@ -27,33 +27,34 @@ _PIL_FORMATS = {"jpg": "JPEG", "jpeg": "JPEG", "png": "PNG"}
 
 
 def prepare_output_folder(folder: Path, count: int, extension: str, overwrite: bool) -> Path:
-    """Create `folder`; refuse (naming --overwrite) if any file we would write already exists.
+    """Create `folder`; refuse (naming the overwrite option) if any file we would write already exists.
     With `overwrite`, first remove the files an earlier difflab command recorded in its manifest
     there (numbered images, previews, the manifest itself); the user's other files stay."""
     if extension not in IMAGE_FORMATS:
-        raise ConfigError(f"--format must be one of {', '.join(IMAGE_FORMATS)}; got {extension!r}")
+        raise ConfigError(f"{OPTION} must be one of {', '.join(IMAGE_FORMATS)}; got {extension!r}", option="format")
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
-        raise ConfigError(f"--out {folder} exists and is not a folder")
+        raise ConfigError(f"{OPTION} {folder} exists and is not a folder", option="out")
     if folder.is_dir() and not overwrite:
         clashes = [name for name in (f"{i}.{extension}" for i in range(1, count + 1)) if (folder / name).exists()]
         clashes += [name for name in ("grid.png",) if (folder / name).exists()]
         if clashes:
             shown = ", ".join(clashes[:5]) + (" ..." if len(clashes) > 5 else "")
-            raise ConfigError(f"--out {folder} already holds {len(clashes)} file(s) this would overwrite "
-                              f"({shown}); pass --overwrite to replace them or choose another --out")
+            raise ConfigError(f"{OPTION} {folder} already holds {len(clashes)} file(s) this would overwrite "
+                              f"({shown}); pass {{option:overwrite}} to replace them or choose another {OPTION}",
+                              option="out")
     if folder.is_dir() and overwrite:
         removed = remove_earlier_outputs(folder)
         if removed:
             names = [path.name for path in removed]
-            print(f"difflab: --overwrite removed {len(removed)} file(s) an earlier difflab command wrote in {folder} "
+            print(f"difflab: overwriting: removed {len(removed)} file(s) an earlier difflab command wrote in {folder} "
                   f"({', '.join(names[:4])}{' ...' if len(names) > 4 else ''})", file=sys.stderr)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise DataError(f"--out {folder}: cannot create it ({error.strerror or error})") from None
+        raise DataError(f"{OPTION} {folder}: cannot create it ({error.strerror or error})", option="out") from None
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise DataError(f"--out {folder} is not writable (read-only file system or no permission)")
+        raise DataError(f"{OPTION} {folder} is not writable (read-only file system or no permission)", option="out")
     return folder
 
 
@@ -160,7 +161,7 @@ def check_finite(images: torch.Tensor, what: str = "the sampler") -> None:
         bad = int((~torch.isfinite(images)).flatten(1).any(1).sum())
         raise DataError(f"{what} produced NaN or infinite values in {bad} of {len(images)} images; nothing was "
                         "written for them. The checkpoint may hold diverged weights, or the sampler settings "
-                        "(--eta, --precision fp16) overflow: try --precision no or an earlier checkpoint")
+                        "(eta, fp16 precision) overflow: try precision 'no' (fp32) or an earlier checkpoint")
 
 
 def _plain_name(name: str) -> bool:

@@ -27,14 +27,14 @@ import numpy as np
 from PIL import Image
 
 from difflab.data.files import ImageRef
-from difflab.errors import ConfigError
+from difflab.errors import OPTION, ConfigError
 from difflab.metrics.weights import RemoteFile, locate
 
 ANIMEFACE_CASCADE = RemoteFile(
     filename="lbpcascade_animeface.xml",
     url="https://raw.githubusercontent.com/nagadomi/lbpcascade_animeface/master/lbpcascade_animeface.xml",
     sha256="9376d30ac38db6bda2a68b88b3b76bbd7e6aa33af47f7f5c76bc88ca75f1ce30",
-    option="--detector-weights",
+    option="detector_weights",
     env_var="DIFFLAB_ANIMEFACE_CASCADE",
 )
 DETECTORS = ("cascade", "yolo")
@@ -63,7 +63,8 @@ class CascadeDetector:
         self._cv2 = _import_opencv()
         self._cascade = self._cv2.CascadeClassifier(str(cascade_path))
         if self._cascade.empty():
-            raise ConfigError(f"--detector-weights: OpenCV could not load a cascade from {cascade_path}")
+            raise ConfigError(f"{OPTION}: OpenCV could not load a cascade from {cascade_path}",
+                              option="detector_weights")
         self.scale_factor = scale_factor
         self.min_neighbors = min_neighbors
         self.min_size = min_size
@@ -104,7 +105,7 @@ class YoloDetector:
         try:
             from ultralytics import YOLO
         except ImportError as error:
-            raise ConfigError("--detector yolo needs ultralytics: pip install ultralytics") from error
+            raise ConfigError("{option} yolo needs ultralytics: pip install ultralytics", option="detector") from error
         self._model = YOLO(str(weights))
         self._options = dict(conf=conf, iou=iou, imgsz=imgsz, verbose=False, device=device)
         self.name = f"yolo {os.path.basename(weights)} (conf {conf}, iou {iou}, imgsz {imgsz})"
@@ -124,9 +125,10 @@ def load_detector(
         return CascadeDetector(locate(ANIMEFACE_CASCADE, weights))
     if kind == "yolo":
         if weights is None:
-            raise ConfigError("--detector yolo needs --detector-weights PATH.pt (e.g. yolov8x6_animeface.pt)")
+            raise ConfigError("{option} yolo needs {option:detector_weights} PATH.pt (e.g. yolov8x6_animeface.pt)",
+                              option="detector")
         return YoloDetector(weights, device=device)
-    raise ConfigError(f"--detector must be one of {', '.join(DETECTORS)}, got {kind!r}")
+    raise ConfigError(f"{OPTION} must be one of {', '.join(DETECTORS)}, got {kind!r}", option="detector")
 
 
 def _import_opencv():

@@ -17,7 +17,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-from difflab.errors import ConfigError
+from difflab.errors import OPTION, ConfigError
 from difflab.metrics.inception import FID_WEIGHTS, load_fid_inception
 
 INCEPTION = "inception"
@@ -70,10 +70,10 @@ def load_extractor(
 def _split_spec(spec: str) -> tuple[Path, str]:
     file_part, _, function_name = spec.rpartition(":")
     if not file_part.endswith(".py") or not function_name.isidentifier():
-        raise ConfigError(f"--features must be 'inception' or FILE.py:FUNCTION, got {spec!r}")
+        raise ConfigError(f"{OPTION} must be 'inception' or FILE.py:FUNCTION, got {spec!r}", option="features")
     path = Path(file_part).expanduser().resolve()
     if not path.is_file():
-        raise ConfigError(f"--features {spec!r}: {path} does not exist")
+        raise ConfigError(f"{OPTION} {spec!r}: {path} does not exist", option="features")
     return path, function_name
 
 
@@ -87,21 +87,23 @@ def _call_factory(path: Path, function_name: str) -> FeatureNetwork:
         module_spec.loader.exec_module(module)
     except SyntaxError as error:
         sys.modules.pop(module_name, None)
-        raise ConfigError(f"--features: {path} has a syntax error on line {error.lineno}: {error.msg}") from None
+        raise ConfigError(f"{OPTION}: {path} has a syntax error on line {error.lineno}: {error.msg}",
+                          option="features") from None
     except Exception as error:  # the user's code: whatever it raises is a message, not a traceback
         sys.modules.pop(module_name, None)
-        raise ConfigError(f"--features: importing {path} failed: {_describe(error)}") from None
+        raise ConfigError(f"{OPTION}: importing {path} failed: {_describe(error)}", option="features") from None
     factory = getattr(module, function_name, None)
     if not callable(factory):
-        raise ConfigError(f"--features: {path.name} defines no function {function_name!r}")
+        raise ConfigError(f"{OPTION}: {path.name} defines no function {function_name!r}", option="features")
     try:
         network = factory()
     except Exception as error:
-        raise ConfigError(f"--features: {path.name}:{function_name}() failed: {_describe(error)}") from None
+        raise ConfigError(f"{OPTION}: {path.name}:{function_name}() failed: {_describe(error)}",
+                          option="features") from None
     if not isinstance(network, FeatureNetwork):
         raise ConfigError(
-            f"--features: {path.name}:{function_name}() returned a {type(network).__name__}, "
-            "which has no features(images) method"
+            f"{OPTION}: {path.name}:{function_name}() returned a {type(network).__name__}, "
+            "which has no features(images) method", option="features"
         )
     return network
 

@@ -34,7 +34,7 @@ FID_WEIGHTS = RemoteFile(
     filename="pt_inception-2015-12-05-6726825d.pth",
     url="https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth",
     sha256="6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2",
-    option="--inception-weights",
+    option="inception_weights",
     env_var="DIFFLAB_INCEPTION_WEIGHTS",
 )
 INPUT_SIZE = 299

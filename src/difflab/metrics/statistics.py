@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from difflab.errors import DataError
+from difflab.errors import OPTION, DataError
 from difflab.metrics.extractors import INCEPTION_NAME, Extractor
 from difflab.metrics.frechet import frechet_distance
 
@@ -69,7 +69,7 @@ class FeatureStatistics:
         if self.extractor and other.extractor and self.extractor != other.extractor:
             raise DataError(
                 f"{self.source} was measured with {self.extractor} features but {other.source} with "
-                f"{other.extractor}; compute both with the same --features"
+                f"{other.extractor}; compute both with the same {OPTION}", option="features"
             )
         if self.dims != other.dims:
             raise DataError(
@@ -107,6 +107,6 @@ def check_matches_extractor(statistics: FeatureStatistics, extractor: Extractor)
     if recorded != extractor.name:
         origin = statistics.extractor or "pytorch-fid's Inception (no extractor recorded)"
         raise DataError(
-            f"{statistics.source} holds statistics of {origin} features, but --features is "
-            f"{extractor.name}; recompute them with `difflab fid-stats --features ...` or pass the images"
+            f"{statistics.source} holds statistics of {origin} features, but {OPTION} is "
+            f"{extractor.name}; recompute them with that {OPTION} (`difflab fid-stats`) or pass the images", option="features"
         )

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from difflab.errors import DataError
+from difflab.errors import OPTION, DataError
 from difflab.metrics.cache import cache_dir
 
 _CHUNK_BYTES = 1 << 20
@@ -29,18 +29,19 @@ class RemoteFile:
     filename: str
     url: str
     sha256: str
-    option: str  # the command-line flag that names a local copy
+    option: str  # the option that names a local copy (its library name, e.g. "inception_weights")
     env_var: str  # the environment variable that names a local copy
 
     def cached_path(self) -> Path:
         return cache_dir("weights") / self.filename
 
     def how_to_provide(self) -> str:
-        """The instructions an offline user needs, in one message."""
+        """The instructions an offline user needs, in one message; it names the option with the
+        `{option}` placeholder, for a DataError raised with `option=self.option`."""
         return (
             f"{self.filename} is needed but was not found. Download it from\n"
             f"  {self.url}\n"
-            f"(sha256 {self.sha256}) and either pass {self.option} PATH, set "
+            f"(sha256 {self.sha256}) and either pass {OPTION} PATH, set "
             f"{self.env_var}=PATH, or put it at {self.cached_path()}"
         )
 
@@ -71,11 +72,12 @@ def locate(remote: RemoteFile, explicit: str | os.PathLike | None = None, allow_
     A path the user named explicitly must exist: falling back silently to another copy
     would hide a typo.
     """
-    for named_path, source in ((explicit, remote.option), (os.environ.get(remote.env_var), remote.env_var)):
+    for named_path, source in ((explicit, OPTION), (os.environ.get(remote.env_var), remote.env_var)):
         if named_path:
             path = Path(named_path).expanduser()
             if not path.is_file():
-                raise DataError(f"{source} points to {path}, which does not exist.\n{remote.how_to_provide()}")
+                raise DataError(f"{source} points to {path}, which does not exist.\n{remote.how_to_provide()}",
+                                option=remote.option)
             return verify(path, remote)
     cached = remote.cached_path()
     if cached.is_file():
@@ -84,8 +86,9 @@ def locate(remote: RemoteFile, explicit: str | os.PathLike | None = None, allow_
         try:
             return download(remote, cached)
         except (urllib.error.URLError, OSError) as error:
-            raise DataError(f"could not download {remote.url} ({error}).\n{remote.how_to_provide()}") from error
-    raise DataError(remote.how_to_provide())
+            raise DataError(f"could not download {remote.url} ({error}).\n{remote.how_to_provide()}",
+                            option=remote.option) from error
+    raise DataError(remote.how_to_provide(), option=remote.option)
 
 
 def download(remote: RemoteFile, destination: Path) -> Path:

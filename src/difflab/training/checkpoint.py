@@ -305,7 +305,8 @@ def check_parameter_count(count: int, source: str = "the configuration", limit: 
     """DataError when a network would have more than `limit` parameters (or a non-finite count)."""
     if not math.isfinite(count) or count > limit:
         raise DataError(f"{source} describes a network of about {count:,.0f} parameters (more than {limit:,}); "
-                        "it is corrupt or not meant for this machine (check --channels, --dim-mults, --res-blocks)")
+                        "it is corrupt or not meant for this machine (check its configuration's channels, "
+                        "dim_mults and res_blocks)")
 
 
 def check_state_dict(module: torch.nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:

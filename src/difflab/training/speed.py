@@ -68,8 +68,8 @@ def compile_or_eager(model: nn.Module, example: tuple[torch.Tensor, ...], enable
             model.zero_grad(set_to_none=True)
         return compiled
     except Exception as error:  # the compiler raises many types; any failure means "use eager"
-        warnings.warn(f"--compile/--cuda-graphs: torch.compile failed ({type(error).__name__}: {error}); "
-                      "training eagerly")
+        warnings.warn(f"torch.compile failed ({type(error).__name__}: {error}); training eagerly "
+                      "(as with compile and cuda_graphs off)")
         model.zero_grad(set_to_none=True)
         return model
 
@@ -121,7 +121,7 @@ def resolve_mixed_precision(requested: str, device: torch.device) -> str:
 def describe_precision_choice(requested: str, device: torch.device) -> tuple[str, str]:
     """The precision `requested` resolves to on `device`, and why, in words for the user."""
     if requested != "auto":
-        return requested, f"--mixed-precision {requested} was asked for"
+        return requested, f"mixed precision {requested} was asked for"
     if device.type == "cuda":
         if torch.cuda.is_bf16_supported():
             return "bf16", "this GPU supports bf16"

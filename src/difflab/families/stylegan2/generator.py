@@ -15,7 +15,7 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch import Tensor
 
-from difflab.errors import ConfigError, DataError
+from difflab.errors import OPTION, ConfigError, DataError
 from difflab.families.stylegan2.networks import Generator, build_generator, draw_normal
 from difflab.families.stylegan2.ops import setup_filter
 from difflab.families.stylegan2.options import StyleGAN2Options
@@ -48,8 +48,8 @@ DIFFUSION_ONLY = {"sampler": None, "steps": None, "eta": 0.0, "spacing": "unifor
 def check_gan_sampling_options(options: dict[str, Any]) -> None:
     for name, unset in DIFFUSION_ONLY.items():
         if options.get(name, unset) != unset:
-            raise ConfigError(f"--{name} applies to diffusion runs; a StyleGAN2 run makes each image in one "
-                              "generator pass (its option is --truncation)")
+            raise ConfigError(f"{OPTION} applies to diffusion runs; a StyleGAN2 run makes each image in one "
+                              "generator pass (its option is {option:truncation})", option=name)
 
 
 class StyleGAN2Generator:
@@ -78,9 +78,10 @@ class StyleGAN2Generator:
         try:
             values = [float(part) for part in str(truncations).split(",") if part.strip()]
         except ValueError:
-            raise ConfigError(f"--truncations must be comma-separated numbers such as 1,0.75; got {truncations!r}") from None
+            raise ConfigError(f"{OPTION} must be comma-separated numbers such as 1,0.75; got {truncations!r}",
+                              option="truncations") from None
         for psi in values:
-            check_truncation(psi)
+            check_truncation(psi, option="truncations")
         return [SamplerSpec("stylegan2", 1, options=(("truncation", psi),), name=f"StyleGAN2-psi{psi:g}")
                 for psi in values]
 
@@ -145,16 +146,18 @@ class StyleGAN2Generator:
         return to_uint8(self.network.synthesis(ws, noise))
 
 
-def check_truncation(truncation: float) -> None:
+def check_truncation(truncation: float, option: str = "truncation") -> None:
+    """ConfigError unless psi is in [0, 2]; `option` names the option it came from."""
     if not (0.0 <= float(truncation) <= 2.0):
-        raise ConfigError(f"--truncation must be in [0, 2] (1 = none); got {truncation}")
+        raise ConfigError(f"{OPTION} must be in [0, 2] (1 = none); got {truncation}", option=option)
 
 
 def load_stylegan2_generator(checkpoint, device: torch.device | str = "cpu", weights: str = "ema") -> StyleGAN2Generator:
     """The generator of a difflab checkpoint (a Checkpoint, a file or a run folder): weights "ema"
     (group G_ema) or "model" (group G). No code from the file is executed (safetensors)."""
     if weights not in WEIGHT_GROUPS:
-        raise ConfigError(f"--weights must be one of {', '.join(WEIGHT_GROUPS)} for a StyleGAN2 run; got {weights!r}")
+        raise ConfigError(f"{OPTION} must be one of {', '.join(WEIGHT_GROUPS)} for a StyleGAN2 run; got {weights!r}",
+                          option="weights")
     group = WEIGHT_GROUPS[weights]
     if isinstance(checkpoint, (str, Path)):
         from difflab.training.checkpoint import load_checkpoint

@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from difflab.config import check_declared_range, option
-from difflab.errors import ConfigError
+from difflab.errors import OPTION, ConfigError
 
 POSITIVE = dict(low=0, low_inclusive=False)
 NON_NEGATIVE = dict(low=0)
@@ -75,8 +75,8 @@ def check_stylegan2_options(config) -> None:
             check_declared_range(f.name, getattr(config, f.name), f.metadata)
     size = getattr(config, "image_size", None)
     if not isinstance(size, int) or isinstance(size, bool) or size < 8 or size & (size - 1):
-        raise ConfigError(f"--image-size must be a power of two >= 8 for --model stylegan2 (its generator doubles "
-                          f"the resolution from 4x4); got {size!r}")
+        raise ConfigError(f"{OPTION} must be a power of two >= 8 for {{option:model}} stylegan2 (its generator "
+                          f"doubles the resolution from 4x4); got {size!r}", option="image_size")
 
 
 # A small GAN for MNIST at 32 px that one CPU thread trains in about 4 minutes (tests/test_stylegan2.py

@@ -271,7 +271,8 @@ class StyleGAN2Trainer:
         if abs(gap) > LOGIT_GAP_LIMIT:
             return (f"StyleGAN2 collapsed at step {step}: D's mean logits on real and fake images differ by "
                     f"{gap:.1f} (> {LOGIT_GAP_LIMIT:g}) over the whole log interval, so its sigmoid is saturated "
-                    "and G gets no gradient; try a larger --r1-gamma, augmentation or a lower --d-lr")
+                    "and G gets no gradient; try a larger R1 gamma (r1_gamma), augmentation or a lower D learning "
+                    "rate (d_lr)")
         if averages.get("loss_g", 0.0) > LOSS_G_LIMIT:
             return (f"StyleGAN2 collapsed at step {step}: G's loss averaged {averages['loss_g']:.1f} "
                     f"(> {LOSS_G_LIMIT:g}): D rejects every fake with certainty")
