@@ -10,6 +10,7 @@ import torch
 
 from difflab.config import TrainConfig
 from difflab.diffusion import DiffusionLoss, DiffusionSchedule, make_beta_schedule
+from difflab.diffusion.schedules import conditioning_of
 from difflab.network import UNet, UNetConfig
 
 
@@ -35,11 +36,13 @@ def build_network(config: TrainConfig, image_channels: int) -> UNet:
 
 
 def build_schedule(config: TrainConfig, device: torch.device | str = "cpu") -> DiffusionSchedule:
-    return DiffusionSchedule(make_beta_schedule(config.beta_schedule, config.timesteps), device)
+    return DiffusionSchedule(make_beta_schedule(config.beta_schedule, config.timesteps), device,
+                             conditioning_of(config.beta_schedule))
 
 
 def build_loss(config: TrainConfig, schedule: DiffusionSchedule) -> DiffusionLoss:
-    return DiffusionLoss(schedule, config.objective, config.loss_weighting, config.min_snr_gamma)
+    return DiffusionLoss(schedule, config.objective, config.loss_weighting, config.min_snr_gamma,
+                         config.loss_norm)
 
 
 def check_buildable(config: TrainConfig) -> None:

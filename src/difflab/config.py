@@ -50,6 +50,7 @@ def check_declared_range(name: str, value: Any, meta: dict) -> None:
 
 
 LOGGERS = ("none", "tensorboard", "wandb")  # difflab.training.trackers
+LOSS_NORMS = ("l2", "l1")  # difflab.diffusion.losses
 EVAL_METRICS = ("fd", "kid")  # difflab.training.monitor
 POSITIVE = dict(low=0, low_inclusive=False)
 NON_NEGATIVE = dict(low=0)
@@ -165,9 +166,14 @@ class DiffusionOptions:
     dropout: float = option(0.0, "dropout in the residual blocks", **FRACTION)
     # Diffusion
     timesteps: int = option(1000, "number of diffusion steps T", low=2)
-    beta_schedule: str = option("cosine", "noise schedule", ("linear", "cosine", "sigmoid"))
+    beta_schedule: str = option("cosine", "noise schedule; keras-cosine is the Keras DDIM lab's continuous one "
+                                "(signal rate cos, noise rate sin, between signal rates 0.95 and 0.02; the network "
+                                "is conditioned on the noise level), sampled on a grid of --timesteps times",
+                                ("linear", "cosine", "sigmoid", "keras-cosine"))
     objective: str = option("pred_v", "what the network predicts", ("pred_noise", "pred_x0", "pred_v"))
     loss_weighting: str = option("min_snr", "per-timestep loss weighting", ("none", "min_snr"))
+    loss_norm: str = option("l2", "distance between output and target: l2 (mean squared error, DDPM's) or l1 "
+                            "(mean absolute error, the Keras lab's)", LOSS_NORMS)
     min_snr_gamma: float = option(5.0, "gamma of min-SNR weighting", **POSITIVE)
     clip: str = option("static", "clipping of the predicted clean image when sampling", ("static", "dynamic", "none"))
     # Optimisation

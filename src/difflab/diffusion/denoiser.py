@@ -8,14 +8,10 @@ import torch
 from torch import Tensor, nn
 
 from difflab.diffusion.objectives import Predictions, clip_x0, noise_from_x0, predictions_from_output
-from difflab.diffusion.process import DiffusionSchedule, q_posterior
+from difflab.diffusion.process import DiffusionSchedule, model_time, q_posterior
 
 Denoiser = Callable[[Tensor, Tensor], Predictions]
-
-
-def model_time(t: Tensor, timesteps: int) -> Tensor:
-    """The network sees t rescaled to [0, 1000), so its time embedding means the same for any T."""
-    return t.float() * (1000.0 / timesteps)
+__all__ = ["Denoiser", "make_denoiser", "model_predictions", "model_time", "reverse_step"]
 
 
 def model_predictions(model: nn.Module, schedule: DiffusionSchedule, objective: str,
@@ -27,7 +23,7 @@ def model_predictions(model: nn.Module, schedule: DiffusionSchedule, objective: 
     denoising-diffusion-pytorch code)."""
     signal_rates = schedule.at("signal_rates", t, x_t)
     noise_rates = schedule.at("noise_rates", t, x_t)
-    output = model(x_t, model_time(t, schedule.timesteps)).to(x_t.dtype)
+    output = model(x_t, schedule.network_time(t)).to(x_t.dtype)
     pred_noise, pred_x0 = predictions_from_output(objective, output, x_t, signal_rates, noise_rates)
     if clip != "none":
         pred_x0 = clip_x0(pred_x0, clip)

@@ -4,12 +4,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from difflab.diffusion.denoiser import model_time
 from difflab.diffusion.objectives import check_objective, training_target
 from difflab.diffusion.process import DiffusionSchedule, q_sample
 from difflab.errors import OPTION, ConfigError
 
 LOSS_WEIGHTINGS = ("none", "min_snr")
+LOSS_NORMS = {"l2": lambda difference: difference.pow(2), "l1": lambda difference: difference.abs()}
 
 
 def min_snr_weight(snr: Tensor, objective: str, gamma: float) -> Tensor:
@@ -24,18 +24,20 @@ def min_snr_weight(snr: Tensor, objective: str, gamma: float) -> Tensor:
 
 
 class DiffusionLoss:
-    """Mean squared error between the network output and the objective's target at a
-    uniformly drawn timestep: E_{t, x_0, noise} w(t) ||target - model(x_t, t)||^2."""
+    """Mean squared (or, with norm "l1", absolute) error between the network output and the
+    objective's target at a uniformly drawn timestep: E_{t, x_0, noise} w(t) ||target - model(x_t, t)||^2."""
 
     def __init__(self, schedule: DiffusionSchedule, objective: str = "pred_noise",
-                 weighting: str = "none", min_snr_gamma: float = 5.0):
+                 weighting: str = "none", min_snr_gamma: float = 5.0, norm: str = "l2"):
         if weighting not in LOSS_WEIGHTINGS:
             raise ConfigError(f"{OPTION} must be one of {', '.join(LOSS_WEIGHTINGS)}; got {weighting!r}",
                               option="loss_weighting")
         if min_snr_gamma <= 0:
             raise ConfigError(f"{OPTION} must be positive; got {min_snr_gamma}", option="min_snr_gamma")
         self.schedule, self.objective = schedule, check_objective(objective)
-        self.weighting, self.min_snr_gamma = weighting, min_snr_gamma
+        if norm not in LOSS_NORMS:
+            raise ConfigError(f"{OPTION} must be one of {', '.join(LOSS_NORMS)}; got {norm!r}", option="loss_norm")
+        self.weighting, self.min_snr_gamma, self.norm = weighting, min_snr_gamma, LOSS_NORMS[norm]
 
     def __call__(self, model: nn.Module, x0: Tensor, generator: torch.Generator | None = None) -> Tensor:
         batch = x0.shape[0]
@@ -45,8 +47,8 @@ class DiffusionLoss:
         signal_rates = self.schedule.at("signal_rates", t, x0)
         noise_rates = self.schedule.at("noise_rates", t, x0)
         target = training_target(self.objective, x0, noise, signal_rates, noise_rates)
-        output = model(x_t, model_time(t, self.schedule.timesteps))
-        per_sample = (output.float() - target.float()).pow(2).mean(dim=tuple(range(1, x0.ndim)))
+        output = model(x_t, self.schedule.network_time(t))
+        per_sample = self.norm(output.float() - target.float()).mean(dim=tuple(range(1, x0.ndim)))
         if self.weighting == "min_snr":
             per_sample = per_sample * min_snr_weight(self.schedule.snr[t], self.objective, self.min_snr_gamma)
         return per_sample.mean()

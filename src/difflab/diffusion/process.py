@@ -11,6 +11,14 @@ import torch
 from torch import Tensor
 
 
+CONDITIONINGS = ("timestep", "noise_level")  # what the network sees: difflab.diffusion.schedules.SCHEDULE_CONDITIONING
+
+
+def model_time(t: Tensor, timesteps: int) -> Tensor:
+    """The network sees t rescaled to [0, 1000), so its time embedding means the same for any T."""
+    return t.float() * (1000.0 / timesteps)
+
+
 def _broadcast(values: Tensor, like: Tensor) -> Tensor:
     """Per-sample values (B,) reshaped to (B, 1, 1, 1) to scale image batches."""
     return values.reshape(-1, *([1] * (like.ndim - 1)))
@@ -24,7 +32,10 @@ class DiffusionSchedule:
     the paper's 1-based notation).
     """
 
-    def __init__(self, betas: Tensor, device: torch.device | str = "cpu"):
+    def __init__(self, betas: Tensor, device: torch.device | str = "cpu", conditioning: str = "timestep"):
+        if conditioning not in CONDITIONINGS:
+            raise ValueError(f"conditioning must be one of {', '.join(CONDITIONINGS)}; got {conditioning!r}")
+        self.conditioning = conditioning
         betas = betas.to(torch.float64)
         self.timesteps = int(betas.shape[0])
         alphas = 1.0 - betas
@@ -52,7 +63,15 @@ class DiffusionSchedule:
             setattr(self, name, table.to(device=self.device, dtype=torch.float32))
 
     def to(self, device: torch.device | str) -> "DiffusionSchedule":
-        return DiffusionSchedule(self.float64["betas"], device)
+        return DiffusionSchedule(self.float64["betas"], device, self.conditioning)
+
+    def network_time(self, t: Tensor) -> Tensor:
+        """What the network is conditioned on at timesteps t (B,), on a 0-1000 scale: t * 1000 / T
+        for "timestep" conditioning (so the embedding means the same for any T), or 1000 times
+        the noise variance 1 - alpha_bar_t for "noise_level" conditioning (the Keras lab's)."""
+        if self.conditioning == "noise_level":
+            return 1000.0 * (1.0 - self.alpha_bar[t].float())
+        return model_time(t, self.timesteps)
 
     def at(self, name: str, t: Tensor, like: Tensor) -> Tensor:
         """Table `name` gathered at timesteps t (B,), shaped to broadcast against `like`."""

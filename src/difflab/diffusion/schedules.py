@@ -51,11 +51,48 @@ def sigmoid_betas(timesteps: int, start: float = -3.0, end: float = 3.0, tau: fl
     return _betas_from_alpha_bar(alpha_bar, timesteps)
 
 
+KERAS_MAX_SIGNAL_RATE, KERAS_MIN_SIGNAL_RATE = 0.95, 0.02
+
+
+def keras_cosine_rates(times: torch.Tensor, max_signal_rate: float = KERAS_MAX_SIGNAL_RATE,
+                       min_signal_rate: float = KERAS_MIN_SIGNAL_RATE) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Keras DDIM lab's continuous-time schedule (its `diffusion_schedule`): at diffusion time
+    t in [0, 1], signal rate cos(a) and noise rate sin(a) of the angle
+    a = acos(max_signal_rate) + t (acos(min_signal_rate) - acos(max_signal_rate)).
+    Returns (signal_rates, noise_rates); their squares sum to 1."""
+    start, end = math.acos(max_signal_rate), math.acos(min_signal_rate)
+    angles = start + times.to(torch.float64) * (end - start)
+    return torch.cos(angles), torch.sin(angles)
+
+
+def keras_cosine_betas(timesteps: int) -> torch.Tensor:
+    """The Keras lab's continuous schedule on a grid of T diffusion times: timestep i (0-based) is
+    time (i + 1) / T, so the last is t = 1 (signal rate 0.02) and the first 1 / T. Its betas make
+    alpha_bar_i = signal_rate((i + 1) / T)^2 exactly. Unlike the discrete schedules, alpha_bar
+    does not start at 1: even the least noisy step keeps a noise rate of sin(acos(0.95)) = 0.31,
+    as in the lab. With --spacing trailing, S sampler steps visit the lab's times 1, 1 - 1/S, ...,
+    1/S whenever S divides T."""
+    signal_rates, _ = keras_cosine_rates(torch.arange(1, timesteps + 1, dtype=torch.float64) / timesteps)
+    alpha_bar = signal_rates**2
+    previous = torch.cat([torch.ones(1, dtype=torch.float64), alpha_bar[:-1]])
+    return 1 - alpha_bar / previous
+
+
 BETA_SCHEDULES: dict[str, Callable[[int], torch.Tensor]] = {
     "linear": linear_betas,
     "cosine": cosine_betas,
     "sigmoid": sigmoid_betas,
+    "keras-cosine": keras_cosine_betas,
 }
+
+# How the network is told where in the process it is, per schedule: "timestep" (t rescaled to
+# 0-1000, as DDPM) or "noise_level" (1000 x the noise variance 1 - alpha_bar, as the Keras lab
+# feeds the noise variance). Noise-level conditioning also survives respacing unchanged.
+SCHEDULE_CONDITIONING: dict[str, str] = {"keras-cosine": "noise_level"}
+
+
+def conditioning_of(name: str) -> str:
+    return SCHEDULE_CONDITIONING.get(name, "timestep")
 
 
 def make_beta_schedule(name: str, timesteps: int) -> torch.Tensor:

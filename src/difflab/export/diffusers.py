@@ -301,6 +301,10 @@ def load_for_export(run: str | Path, weights: str) -> "LoadedModel":
     loaded = load_model(run, device="cpu", weights=weights)
     if not isinstance(loaded.network, UNet):
         raise ConfigError(f"cannot export {run}: its network is not difflab's U-Net")
+    if loaded.schedule.conditioning != "timestep":
+        raise ConfigError(f"cannot export {run}: its {{option}} {loaded.config.beta_schedule} conditions the network "
+                          "on the noise level, and the exported formats feed it the integer timestep; only "
+                          "timestep-conditioned schedules (linear, cosine, sigmoid) export", option="beta_schedule")
     return loaded
 
 

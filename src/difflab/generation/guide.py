@@ -8,7 +8,6 @@ from pathlib import Path
 
 import torch
 
-from difflab.diffusion.denoiser import model_time
 from difflab.diffusion.guidance import AutoGuidedNetwork
 from difflab.errors import OPTION, ConfigError
 from difflab.generation.model_io import LoadedModel, load_model
@@ -83,7 +82,7 @@ def with_autoguidance(main: LoadedModel, guide: str, weight: float, weights: str
             raise ConfigError(f"{OPTION} {guide_model.checkpoint} does not match the model: {what} {theirs} "
                               f"against {ours}; the guide must be a checkpoint of the same kind of model",
                               option="guide")
-    min_time = float(model_time(torch.tensor(min_t), timesteps))  # the networks see t on a 0-1000 scale
+    min_time = float(main.schedule.network_time(torch.tensor([min_t], device=main.schedule.device)))  # as the networks see it
     network = AutoGuidedNetwork(main.network, guide_model.network, weight, min_time).eval()
     return replace(main, network=network, guidance={"guide": str(guide_model.checkpoint), "guide_step": guide_model.step,
                                                     "weight": weight, "min_t": min_t})

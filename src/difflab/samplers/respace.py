@@ -38,4 +38,5 @@ def respace(schedule: DiffusionSchedule, kept: Sequence[int]) -> DiffusionSchedu
     ascending = sorted(int(t) for t in kept)
     if ascending == list(range(len(ascending))):
         return schedule
-    return DiffusionSchedule(respaced_betas(schedule.float64["betas"], ascending), schedule.device)
+    return DiffusionSchedule(respaced_betas(schedule.float64["betas"], ascending), schedule.device,
+                             schedule.conditioning)

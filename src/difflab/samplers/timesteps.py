@@ -12,7 +12,7 @@ import torch
 
 from difflab.errors import ConfigError
 
-SPACINGS = ("uniform", "quadratic")
+SPACINGS = ("uniform", "quadratic", "trailing")
 
 
 def check_start_step(start_step: int | None, timesteps: int) -> int:
@@ -26,13 +26,17 @@ def check_start_step(start_step: int | None, timesteps: int) -> int:
 
 def spaced_timesteps(timesteps: int, steps: int, spacing: str = "uniform") -> list[int]:
     """S = `steps` of the timesteps T-1, ..., 0, from T-1 down to 0 (DDIM paper, appendix D.2:
-    uniform or quadratic spacing; quadratic spends more steps near the clean end). S = T gives
-    every timestep."""
+    uniform or quadratic spacing; quadratic spends more steps near the clean end), or "trailing"
+    (Lin et al. 2024, "Common Diffusion Noise Schedules and Sample Steps are Flawed", table 2):
+    T-1, T-1-T/S, ..., T/S-1, every T/S-th timestep counted from the noisy end, which on the Keras
+    lab's schedule are its times 1, 1 - 1/S, ..., 1/S. S = T gives every timestep."""
     if not 1 <= steps <= timesteps:
         raise ConfigError(f"{{option}} must be between 1 and the model's {{option:timesteps}} ({timesteps}); "
                           f"got {steps}", option="steps")
     if spacing not in SPACINGS:
         raise ConfigError(f"{{option}} must be one of {', '.join(SPACINGS)}; got {spacing!r}", option="spacing")
+    if spacing == "trailing":
+        return [round(timesteps - 1 - k * timesteps / steps) for k in range(steps)]
     fractions = torch.linspace(1, 0, steps, dtype=torch.float64)
     if spacing == "quadratic":
         fractions = fractions**2

@@ -130,15 +130,16 @@ def features_of(extractor: Extractor, images: Tensor, device: torch.device) -> n
 
 
 def thumbnails_of(images: Tensor) -> np.ndarray:
-    """(B, 32*32*3) uint8: the thumbnails `difflab nearest` compares (bilinear, RGB)."""
-    from PIL import Image
-    rows = []
-    for image in images.cpu():
-        array = image.permute(1, 2, 0).numpy()
-        picture = Image.fromarray(array.squeeze(-1) if array.shape[-1] == 1 else array).convert("RGB")
-        small = picture.resize((THUMBNAIL_SIZE, THUMBNAIL_SIZE), Image.Resampling.BILINEAR)
-        rows.append(np.asarray(small, dtype=np.uint8).reshape(-1))
-    return np.stack(rows)
+    """(B, 32*32*3) uint8 thumbnails, RGB, as `difflab nearest` compares them. Resized in one batched
+    antialiased bilinear pass (not PIL's, image by image: 60,000 thumbnails take seconds, not
+    minutes); samples and held-out images go through the same pass, so the comparison is fair."""
+    pixels = images.float()
+    if pixels.shape[1] == 1:
+        pixels = pixels.expand(-1, 3, -1, -1)
+    if pixels.shape[-2:] != (THUMBNAIL_SIZE, THUMBNAIL_SIZE):
+        pixels = torch.nn.functional.interpolate(pixels, size=(THUMBNAIL_SIZE, THUMBNAIL_SIZE), mode="bilinear",
+                                                 antialias=True, align_corners=False)
+    return pixels.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).reshape(len(images), -1).cpu().numpy()
 
 
 def near_copy_rate(queries: np.ndarray, training: np.ndarray, threshold: float) -> tuple[float, float]:
