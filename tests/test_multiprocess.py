@@ -52,3 +52,36 @@ def test_processes_get_disjoint_shards_of_each_global_batch():
         shards = [batch_indices(step, 16, 100, seed=0, rank=rank, world_size=2) for rank in (0, 1)]
         assert set(shards[0].tolist()).isdisjoint(shards[1].tolist())
         assert sorted(torch.cat(shards).tolist()) == sorted(batch_indices(step, 16, 100, seed=0).tolist())
+
+
+GAN_ARGS = ["shapes", "--model", "stylegan2", "--image-size", "16", "--batch-size", "8", "--z-dim", "16", "--w-dim", "16",
+            "--channel-base", "256", "--channel-max", "32", "--mbstd-group", "4", "--r1-interval", "4",
+            "--save-every", "12", "--log-every", "4", "--grid-images", "4", "--workers", "0", "--no-progress",
+            "--mixed-precision", "no", "--compile", "off"]
+
+
+def test_a_gan_trains_on_two_processes_with_the_monitor_and_resumes(tmp_path):
+    """The StyleGAN2 family on the shared multi-process core: its two optimisers, lazy R1 and ADA under
+    DDP, the monitor on the main process with every process following its verdict (--keep-best)."""
+    if shutil.which("accelerate") is None:
+        pytest.skip("the accelerate command is not on PATH")
+    features = tmp_path / "stub_features.py"
+    features.write_text("import torch\nclass M:\n    def features(self, x):\n        return x.mean(dim=(2, 3))\n"
+                        "def net(device='cpu'):\n    return M()\n")
+    run = tmp_path / "gan"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    base = ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29518",
+            "-m", "difflab.cli.main", "train", *GAN_ARGS, "--out", str(run), "--eval-every", "6",
+            "--eval-images", "8", "--eval-features", f"{features}:net", "--keep-best"]
+    for extra in (["--steps", "12"], ["--steps", "24", "--resume"]):
+        result = subprocess.run(base + extra, env=env, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["processes"] == 2 and summary["model"] == "stylegan2" and summary["step"] == 24
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "eval" in r] == [6, 12, 18, 24]
+    assert all(key in records[0] for key in ("loss_g", "loss_d", "r1", "aug_p"))
+    assert sorted(p.name for p in (run / "checkpoints").glob("ckpt-*.safetensors")) == \
+        ["ckpt-00000012.safetensors", "ckpt-00000024.safetensors"]
+    assert summary["monitor"]["best_step"] in (6, 12, 18, 24)

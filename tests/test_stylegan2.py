@@ -370,3 +370,8 @@ def test_ada_resampling_matches_grid_sample_and_has_a_second_derivative():
     assert torch.autograd.gradcheck(lambda inp: bilinear_sample_reflect(inp, grid), (x,))
     gradient.pow(2).sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+def test_fp16_is_refused_naming_the_option():
+    with pytest.raises(ConfigError, match="mixed_precision fp16 is not available for model stylegan2"):
+        check_stylegan2_options(tiny_config(mixed_precision="fp16"))

@@ -77,6 +77,12 @@ def check_stylegan2_options(config) -> None:
     if not isinstance(size, int) or isinstance(size, bool) or size < 8 or size & (size - 1):
         raise ConfigError(f"{OPTION} must be a power of two >= 8 for {{option:model}} stylegan2 (its generator "
                           f"doubles the resolution from 4x4); got {size!r}", option="image_size")
+    if getattr(config, "mixed_precision", None) == "fp16":
+        # G and D step with their own optimisers, unwrapped (see the trainer's prepare), so there is no
+        # loss scaler between them; bf16 needs none.
+        raise ConfigError("{option} fp16 is not available for {option:model} stylegan2: it would need a loss "
+                          "scaler per network; use bf16 (the default on GPUs that have it) or no",
+                          option="mixed_precision")
 
 
 # A small GAN for MNIST at 32 px that one CPU thread trains in about 4 minutes (tests/test_stylegan2.py

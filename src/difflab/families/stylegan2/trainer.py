@@ -34,16 +34,6 @@ from difflab.families.stylegan2.options import check_stylegan2_options
 from difflab.training.checkpoint import optimizer_from_checkpoint, optimizer_to_checkpoint
 from difflab.training.speed import compile_or_eager, optimizer_kernel
 
-class _ClassForward:
-    """Calls `type(module).forward(module, ...)`: the class's forward, bypassing an instance patch."""
-
-    def __init__(self, module: torch.nn.Module):
-        self.module = module
-
-    def __call__(self, *args, **kwargs):
-        return type(self.module).forward(self.module, *args, **kwargs)
-
-
 # Collapse detection (after_log). With R1 a healthy StyleGAN2 keeps |D(real) - D(fake)| within a
 # few units (mean logits of about +-1 to +-4); a gap above 20 over a whole log interval means
 # sigmoid(D) is saturated at 0/1: G's gradient has vanished and the run will not recover.
@@ -92,14 +82,22 @@ class StyleGAN2Trainer:
         self.last_pl = torch.zeros([], device=self.device)
         self.cur_nimg = 0
         self.compile_enabled = False  # decided by the core's --compile resolution, in prepare()
+        self.world = 1  # processes; set in prepare()
 
     # ---- set-up ----------------------------------------------------------------------------------
     def prepare(self, prepare: Callable[..., Any], example_batch: Tensor, compile: bool = False,
                 cuda_graphs: bool = False) -> None:
-        """Wrap G, D and their optimisers for the devices; TF32 on CUDA; compile the main passes
-        (`compile`: the core's --compile decision). R1 and path-length passes (double backward)
-        always run on the uncompiled modules. CUDA graphs are not used: the lazy regularisers
-        change the step's shape from step to step."""
+        """Place G and D for the devices; TF32 on CUDA; compile the main passes (`compile`: the core's
+        --compile decision). R1 and path-length passes (double backward) always run on the
+        uncompiled modules. CUDA graphs are not used: the lazy regularisers change the step's shape
+        from step to step.
+
+        Several processes: G and D are not wrapped in DistributedDataParallel. A GAN step updates
+        one network through the other (G's loss runs through a frozen D), which DDP's reducer
+        rejects ("parameters that were not used in producing loss"); as in NVlabs' training loop,
+        each process instead all-reduces the gradients of the network it updates before each
+        optimiser step (`_synchronise`). Initial weights agree because they depend on the seed only,
+        so every process keeps identical G, D, G_ema and ADA p (whose statistics are all-reduced)."""
         # Only an explicit --compile on compiles the GAN: the main passes compile per batch size and
         # grad mode, and that cost has not been measured against the eager step yet, so --compile
         # auto stays eager here (the diffusion family compiles under auto).
@@ -107,10 +105,12 @@ class StyleGAN2Trainer:
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
-        self.G_train, self.D_train, self.opt_g, self.opt_d = prepare(self.G, self.D, self.opt_g, self.opt_d)
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        self.world = torch.distributed.get_world_size() if distributed else 1
         self.G_ema.to(self.device)
+        self.G_train, self.D_train = self.G, self.D
         self.G_main, self.D_main = self.G_train, self.D_train
-        self.G_reg, self.D_reg = self._unpatched(self.G_train), self._unpatched(self.D_train)
+        self.G_reg, self.D_reg = self.G_train, self.D_train
         if self.compile_enabled:
             probe = torch.Generator(device=self.device).manual_seed(0)
             n = max(1, min(len(example_batch), 8))
@@ -120,6 +120,21 @@ class StyleGAN2Trainer:
             self.D_main = compile_or_eager(self.D_train, (images,), True)
             self.G.zero_grad(set_to_none=True)
             self.D.zero_grad(set_to_none=True)
+
+    def _synchronise(self, network: torch.nn.Module) -> None:
+        """Average `network`'s gradients over the processes (one flat all-reduce); nothing on one."""
+        if self.world == 1:
+            return
+        grads = [p.grad for p in network.parameters() if p.grad is not None]
+        if not grads:
+            return
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        torch.distributed.all_reduce(flat)
+        flat /= self.world
+        offset = 0
+        for grad in grads:
+            grad.copy_(flat[offset: offset + grad.numel()].view_as(grad))
+            offset += grad.numel()
 
     # ---- one step ----------------------------------------------------------------------------------
     def train_step(self, images: Tensor, context: StepContext) -> dict[str, Tensor]:
@@ -134,6 +149,7 @@ class StyleGAN2Trainer:
             fake_logits = self._discriminate(self.D_main, self._generate(self.G_main, n, generator), generator)
             loss_g = generator_loss(fake_logits)
         context.backward(loss_g)
+        self._synchronise(self.G)
         self.opt_g.step()
 
         # G reg: path-length regularisation, lazily
@@ -142,6 +158,7 @@ class StyleGAN2Trainer:
             with self._full_precision():
                 loss_pl = self._path_length_loss(max(1, n // PL_BATCH_SHRINK), generator)
             context.backward(loss_pl)
+            self._synchronise(self.G)
             self.opt_g.step()
 
         # D main: real vs fake
@@ -154,6 +171,7 @@ class StyleGAN2Trainer:
             real_logits = self._discriminate(self.D_main, real, generator)
             loss_d = discriminator_loss(real_logits, fake_logits)
         context.backward(loss_d)
+        self._synchronise(self.D)
         self.opt_d.step()
         if isinstance(self.augment, AdaptiveAugment):
             self.augment.accumulate(real_logits)
@@ -166,6 +184,7 @@ class StyleGAN2Trainer:
                 penalty = r1_penalty(real_input, self._discriminate(self.D_reg, real_input, generator))
                 loss_r1 = r1_loss(penalty, self.r1_gamma, self.r1_interval)
             context.backward(loss_r1)
+            self._synchronise(self.D)
             self.opt_d.step()
             self.last_r1 = penalty.mean().detach()
 
@@ -228,17 +247,6 @@ class StyleGAN2Trainer:
         """Gradients only for the network this phase updates (no wasted gradients of the other)."""
         trained.requires_grad_(True)
         frozen.requires_grad_(False)
-
-    @staticmethod
-    def _unpatched(module: torch.nn.Module):
-        """The module's own forward when `prepare` returned the module itself: accelerate's prepare
-        replaces an instance's `forward` with an autocast-wrapped one, which would re-enable bf16
-        inside the regularisers' fp32 context. A DDP wrapper is kept as it is (its forward is what
-        makes the gradients all-reduce), so under several processes the regularisers run in the
-        precision accelerate chose."""
-        if "forward" in vars(module) and not isinstance(module, torch.nn.parallel.DistributedDataParallel):
-            return _ClassForward(module)
-        return module
 
     def _full_precision(self):
         """Regularisers run in fp32 even when the step runs under autocast: double backward in
