@@ -375,3 +375,29 @@ def test_ada_resampling_matches_grid_sample_and_has_a_second_derivative():
 def test_fp16_is_refused_naming_the_option():
     with pytest.raises(ConfigError, match="mixed_precision fp16 is not available for model stylegan2"):
         check_stylegan2_options(tiny_config(mixed_precision="fp16"))
+
+
+def test_compiled_main_passes_train_as_the_eager_ones(monkeypatch):
+    """--compile on: G's and D's main passes go through torch.compile (traced by Dynamo and AOT
+    autograd; the aot_eager backend stands in for Inductor's code generation, which needs minutes
+    on this CPU), the regularisers stay eager, and three steps give the eager step's results."""
+    config = tiny_config(compile="on", r1_interval=2, augment="ada", ada_interval=1, ada_kimg=1)
+    eager = make_trainer(tiny_config(compile="off", r1_interval=2, augment="ada", ada_interval=1, ada_kimg=1))
+    real_compile = torch.compile
+    calls = []
+
+    def traced(model, **kwargs):
+        calls.append(type(model).__name__)
+        return real_compile(model, backend="aot_eager", **{k: v for k, v in kwargs.items() if k != "mode"})
+
+    monkeypatch.setattr(torch, "compile", traced)
+    compiled = StyleGAN2Trainer(config, 3, "cpu")
+    compiled.prepare(lambda *objects: objects, data_batch(0), compile=True)
+    assert calls == [type(compiled.G).__name__, type(compiled.D).__name__]
+    assert type(compiled.G_main).__name__ == "OptimizedModule" and compiled.G_reg is compiled.G
+    eager_logs, compiled_logs = run_steps(eager, 0, 3), run_steps(compiled, 0, 3)
+    for a, b in zip(eager_logs, compiled_logs):
+        for key in a:
+            torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5, msg=key)
+    for (name, p), q in zip(eager.G.named_parameters(), compiled.G.parameters()):
+        torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-5, msg=name)
