@@ -16,7 +16,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 PYPROJECT = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
 EXTRAS = PYPROJECT["project"]["optional-dependencies"]
-FEATURE_EXTRAS = ("afd", "diffusers", "onnx")  # tensorboard joins with the trackers (issue 16)
+FEATURE_EXTRAS = ("afd", "diffusers", "onnx", "tensorboard", "wandb")
 
 
 def distribution(requirement: str) -> str:
