@@ -138,6 +138,10 @@ def test_a_preset_sets_the_network_and_flags_win(tmp_path):
     file.write_text('preset = "32"\nres_blocks = 1\n')
     config = resolve(tmp_path, "--config", str(file))
     assert (config.image_size, config.channels, config.res_blocks) == (32, 32, 1)
+    file = tmp_path / "run.yaml"
+    file.write_text("preset: 128\nrecipe: demo\n")  # a number names the size preset
+    config = resolve(tmp_path, "--config", str(file))
+    assert (config.image_size, config.dim_mults, config.lr) == (128, "1,1,2,4", DEMO["lr"])
 
 
 def test_a_recipe_and_an_override(tmp_path):
@@ -238,7 +242,9 @@ def test_eta_message_and_the_time_limit():
     assert "time limit" not in eta_message(200, 1_000, 0.11, max_minutes=8, run_seconds=30)  # the steps end first
 
 
-def test_a_run_prints_its_eta_once_without_progress_bars(tmp_path, capsys):
+def test_a_run_prints_its_eta_once_without_progress_bars(tmp_path, capsys, monkeypatch):
+    import difflab.training.loop as loop
+    monkeypatch.setattr(loop, "ETA_MIN_SECONDS", 0.0)  # measured over 10 steps, however fast they are
     started = time.monotonic()
     assert main(["train", "shapes", "--out", str(tmp_path / "run"), "--image-size", "8", "--channels", "16",
                  "--dim-mults", "1,2", "--res-blocks", "1", "--attn-resolutions", "", "--batch-size", "4",

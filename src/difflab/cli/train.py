@@ -125,7 +125,9 @@ def resolve_config(args: argparse.Namespace) -> Options:
     macros = {name: file_values.pop(name, None) for name in MACROS}
     macros.update({name: getattr(args, name) for name in MACROS if getattr(args, name, None) is not None})
     for name, value in macros.items():
-        if value is not None and not isinstance(value, str):
+        if isinstance(value, int) and not isinstance(value, bool):
+            macros[name] = str(value)  # `preset = 128` in a file names the preset "128"
+        elif value is not None and not isinstance(value, str):
             raise ConfigError(f"{{option}} must be a name; got {value!r}", option=name)
     recipe_values = recipe(macros["recipe"]) if macros["recipe"] else {}  # a bad name fails here, before any work
     family = str(given.get("model") or file_values.get("model") or recipe_values.get("model")

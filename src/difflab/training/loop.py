@@ -86,9 +86,9 @@ def eta_message(step: int, steps: int, seconds_per_step: float, max_minutes: flo
     return text
 
 
-ETA_MIN_STEPS, ETA_MIN_SECONDS = 10, 30.0
+ETA_MIN_STEPS, ETA_MIN_SECONDS = 10, 10.0
 """The ETA is measured from the first log interval's end (past start-up: compilation, workers,
-caches) over at least this many steps or seconds, and printed once at a log interval's end."""
+caches) over at least this many steps and seconds, and printed once, at a log interval's end."""
 
 
 def step_seed(seed: int, step: int, rank: int, stream: int) -> int:
@@ -237,7 +237,7 @@ def _train(config: RunOptions, family, resume: bool, progress: bool) -> TrainRes
             if not eta_shown and step < config.steps and not out_of_time:
                 if eta_from is None:
                     eta_from = (step, now)  # the first interval held the start-up
-                elif step - eta_from[0] >= ETA_MIN_STEPS or now - eta_from[1] >= ETA_MIN_SECONDS:
+                elif step - eta_from[0] >= ETA_MIN_STEPS and now - eta_from[1] >= ETA_MIN_SECONDS:
                     eta_shown = True
                     per_step = (now - eta_from[1]) / (step - eta_from[0])
                     if is_main:  # printed with or without progress bars: it is what the user waits for
