@@ -86,9 +86,17 @@ def eta_message(step: int, steps: int, seconds_per_step: float, max_minutes: flo
     return text
 
 
-ETA_MIN_STEPS, ETA_MIN_SECONDS = 10, 10.0
+ETA_MIN_STEPS, ETA_MIN_SECONDS = 10, 20.0
 """The ETA is measured from the first log interval's end (past start-up: compilation, workers,
-caches) over at least this many steps and seconds, and printed once, at a log interval's end."""
+caches) over at least this many steps and seconds, as the median of the log intervals' rates
+(so one slow interval, another program's or a checkpoint's, does not set it), and printed once,
+at a log interval's end."""
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def step_seed(seed: int, step: int, rank: int, stream: int) -> int:
@@ -191,6 +199,7 @@ def _train(config: RunOptions, family, resume: bool, progress: bool) -> TrainRes
     interval_start = time.monotonic()
     interval_step, images_per_second = step, 0.0
     eta_from: tuple[int, float] | None = None  # (step, time) the ETA is measured from; None until then
+    eta_rates: list[float] = []  # seconds per step of each log interval since then
     eta_shown = False
     bar = tqdm(total=config.steps, initial=step, desc="training", unit="step", dynamic_ncols=True,
                disable=not (progress and is_main))
@@ -237,12 +246,13 @@ def _train(config: RunOptions, family, resume: bool, progress: bool) -> TrainRes
             if not eta_shown and step < config.steps and not out_of_time:
                 if eta_from is None:
                     eta_from = (step, now)  # the first interval held the start-up
-                elif step - eta_from[0] >= ETA_MIN_STEPS and now - eta_from[1] >= ETA_MIN_SECONDS:
-                    eta_shown = True
-                    per_step = (now - eta_from[1]) / (step - eta_from[0])
-                    if is_main:  # printed with or without progress bars: it is what the user waits for
-                        tqdm.write("difflab: " + eta_message(step, config.steps, per_step, config.max_minutes,
-                                                             now - started))
+                else:
+                    eta_rates.append((now - interval_start) / max(1, step - interval_step))
+                    if step - eta_from[0] >= ETA_MIN_STEPS and now - eta_from[1] >= ETA_MIN_SECONDS:
+                        eta_shown = True
+                        if is_main:  # printed with or without progress bars: it is what the user waits for
+                            tqdm.write("difflab: " + eta_message(step, config.steps, median(eta_rates),
+                                                                 config.max_minutes, now - started))
             sums = {}
             interval_count, interval_start, interval_step = 0, now, step
         if step % config.save_every == 0 or step == config.steps or out_of_time:
