@@ -225,11 +225,11 @@ def test_nearly_equal_rgb_channels_count_as_gray() -> None:
 def test_explicit_channels_and_bad_options(mixed_folder: Path) -> None:
     ds = ImageDataset(mixed_folder, image_size=8, channels=1, progress=False)
     assert ds.images.shape == (len(EXPECTED_NAMES), 1, 8, 8)
-    with pytest.raises(ConfigError, match=r"--image-channels must be one of auto, 1, 3; got 'rgb'"):
+    with pytest.raises(ConfigError, match=r"image_channels must be one of auto, 1, 3; got 'rgb'"):
         ImageDataset(mixed_folder, image_size=8, channels="rgb")
-    with pytest.raises(ConfigError, match="--cache"):
+    with pytest.raises(ConfigError, match="cache"):
         ImageDataset(mixed_folder, image_size=8, cache="sometimes")
-    with pytest.raises(ConfigError, match="--image-size"):
+    with pytest.raises(ConfigError, match="image_size"):
         ImageDataset(mixed_folder, image_size=0)
 
 

@@ -19,16 +19,8 @@ def as_config(config: TrainConfig | dict[str, Any]) -> TrainConfig:
 
 
 def unet_config(config: TrainConfig, image_channels: int) -> UNetConfig:
-    return UNetConfig(
-        image_channels=image_channels,
-        base_channels=config.channels,
-        dim_mults=config.dim_mults_tuple(),
-        num_res_blocks=config.res_blocks,
-        attn_resolutions=config.attn_resolutions_tuple(),
-        attn_head_channels=config.attn_head_channels,
-        dropout=config.dropout,
-        image_size=config.image_size,
-    )
+    """The U-Net of a run's options (`auto` levels and attention resolved from the image size)."""
+    return UNetConfig.from_options(config, image_channels)
 
 
 def build_network(config: TrainConfig, image_channels: int) -> UNet:

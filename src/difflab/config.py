@@ -11,9 +11,16 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
+from difflab.diffusion.losses import LOSS_NORMS, LOSS_WEIGHTINGS
+from difflab.diffusion.objectives import CLIPPING, OBJECTIVES
+from difflab.diffusion.schedules import BETA_SCHEDULES
 from difflab.errors import OPTION, ConfigError
+
+AUTO = "auto"
+"""The value of an option whose default follows other options (the U-Net's levels and attention
+follow the image size); `Options.resolve()` replaces it by the value it stands for."""
 
 
 def option(default: Any, help: str, choices: tuple | None = None, low: float | None = None,
@@ -23,6 +30,15 @@ def option(default: Any, help: str, choices: tuple | None = None, low: float | N
     `validate()` checks all of them; the CLI turns each into a flag."""
     return field(default=default, metadata={"help": help, "choices": choices, "low": low, "high": high,
                                             "low_inclusive": low_inclusive, "high_inclusive": high_inclusive})
+
+
+def declaration(name: str, options: type | None = None) -> dict:
+    """The declared help, choices and range of option `name` (of `options`, default: TrainConfig):
+    other modules check their values against it instead of declaring the range again."""
+    for f in dataclasses.fields(options or TrainConfig):
+        if f.name == name:
+            return dict(f.metadata)
+    raise KeyError(name)
 
 
 def flag_name(name: str) -> str:
@@ -50,7 +66,6 @@ def check_declared_range(name: str, value: Any, meta: dict) -> None:
 
 
 LOGGERS = ("none", "tensorboard", "wandb")  # difflab.training.trackers
-LOSS_NORMS = ("l2", "l1")  # difflab.diffusion.losses
 EVAL_METRICS = ("fd", "kid")  # difflab.training.monitor
 POSITIVE = dict(low=0, low_inclusive=False)
 NON_NEGATIVE = dict(low=0)
@@ -70,10 +85,22 @@ class Options:
     def from_dict(cls, values: dict[str, Any], source: str = "configuration"):
         return cls(**coerce_options(values, source, cls))
 
+    def resolve(self):
+        """Replace each `auto` option by the value it stands for (the diffusion U-Net's levels and
+        attention, from the image size), so that the saved configuration spells out the network.
+        An option given explicitly is kept. validate() does this too; repeating it changes nothing."""
+        for klass in reversed(type(self).__mro__):
+            hook = klass.__dict__.get("resolve_auto")
+            if hook is not None:
+                hook(self)
+        return self
+
     def validate(self):
-        """Check every option before any work; ConfigError names the offending option."""
+        """Check every option before any work (ConfigError names the offending option), after
+        resolving the `auto` ones."""
         for f in dataclasses.fields(self):
             check_declared_range(f.name, getattr(self, f.name), f.metadata)
+        self.resolve()
         for klass in type(self).__mro__:  # each option set's cross-option checks, run options first
             check = klass.__dict__.get("check")
             if check is not None:
@@ -158,24 +185,30 @@ class DiffusionOptions:
     """The diffusion family's own options: its U-Net, its noise process, its optimiser and EMA."""
     # Network
     channels: int = option(64, "U-Net base width (channels of the first level)", **POSITIVE)
-    dim_mults: str = option("1,2,4", "width multiplier per U-Net level; levels - 1 downsamplings")
+    dim_mults: str = option(AUTO, "width multiplier per U-Net level, e.g. 1,2,4 (levels - 1 downsamplings), or auto: "
+                            "from --image-size, halving it while the map is over 16 px, to at least 3 levels "
+                            "where it halves evenly, widths 1,2,4 at the lowest three (1,2,4 at 28, 32 and 64 "
+                            "px; 1,1,2,4 at 96 and 128; 1,1,1,2,4 at 256)")
     res_blocks: int = option(2, "residual blocks per U-Net level", **POSITIVE)
-    attn_resolutions: str = option("16", "feature-map sizes that get self-attention, e.g. 16,8 ('' = none)")
+    attn_resolutions: str = option(AUTO, "feature-map sizes that get self-attention, e.g. 16,8 ('' = none; the "
+                                   "middle block always attends), or auto: the level at a quarter of --image-size, "
+                                   "at most 32 px (7 at 28, 8 at 32, 16 at 64, 24 at 96, 32 at 128 and 256)")
     attn_head_channels: int = option(64, "channels per self-attention head (widths above it must be multiples)",
                                      **POSITIVE)
     dropout: float = option(0.0, "dropout in the residual blocks", **FRACTION)
     # Diffusion
     timesteps: int = option(1000, "number of diffusion steps T", low=2)
+    # (The choices are the registries of difflab.diffusion: a new schedule there is a new choice here.)
     beta_schedule: str = option("cosine", "noise schedule; keras-cosine is the Keras DDIM lab's continuous one "
                                 "(signal rate cos, noise rate sin, between signal rates 0.95 and 0.02; the network "
-                                "is conditioned on the noise level), sampled on a grid of --timesteps times",
-                                ("linear", "cosine", "sigmoid", "keras-cosine"))
-    objective: str = option("pred_v", "what the network predicts", ("pred_noise", "pred_x0", "pred_v"))
-    loss_weighting: str = option("min_snr", "per-timestep loss weighting", ("none", "min_snr"))
+                                "is conditioned on the noise level), on a grid of --timesteps diffusion times",
+                                tuple(BETA_SCHEDULES))
+    objective: str = option("pred_v", "what the network predicts", tuple(OBJECTIVES))
+    loss_weighting: str = option("min_snr", "per-timestep loss weighting", tuple(LOSS_WEIGHTINGS))
     loss_norm: str = option("l2", "distance between output and target: l2 (mean squared error, DDPM's) or l1 "
-                            "(mean absolute error, the Keras lab's)", LOSS_NORMS)
+                            "(mean absolute error, the Keras lab's)", tuple(LOSS_NORMS))
     min_snr_gamma: float = option(5.0, "gamma of min-SNR weighting", **POSITIVE)
-    clip: str = option("static", "clipping of the predicted clean image when sampling", ("static", "dynamic", "none"))
+    clip: str = option("static", "clipping of the predicted clean image when sampling", tuple(CLIPPING))
     # Optimisation
     lr: float = option(2e-4, "peak learning rate of AdamW", low=0, high=1, low_inclusive=False, high_inclusive=False)
     warmup_steps: int = option(200, "linear learning-rate warm-up", **NON_NEGATIVE)
@@ -195,10 +228,24 @@ class DiffusionOptions:
     grid_sampler_steps: int = option(50, "DDIM steps for the sample grids", **POSITIVE)
 
     def dim_mults_tuple(self) -> tuple[int, ...]:
+        """The U-Net's width multipliers; `auto` is resolved from the image size."""
+        if is_auto(self.dim_mults):
+            from difflab.network.config import auto_dim_mults
+            return auto_dim_mults(self.image_size)
         return parse_int_tuple(self.dim_mults, "dim_mults", allow_empty=False)
 
     def attn_resolutions_tuple(self) -> tuple[int, ...]:
+        """The feature-map sizes with self-attention; `auto` is resolved from the image size and levels."""
+        if is_auto(self.attn_resolutions):
+            from difflab.network.config import auto_attn_resolutions
+            return auto_attn_resolutions(self.image_size, self.dim_mults_tuple())
         return parse_int_tuple(self.attn_resolutions, "attn_resolutions", allow_empty=True)
+
+    def resolve_auto(self) -> None:
+        if is_auto(self.attn_resolutions):  # follows the levels, auto or not
+            self.attn_resolutions = format_int_tuple(self.attn_resolutions_tuple())
+        if is_auto(self.dim_mults):
+            self.dim_mults = format_int_tuple(self.dim_mults_tuple())
 
     def check(self) -> None:
         if self.batch_size % self.grad_accum:
@@ -228,17 +275,31 @@ def coerce_options(values: dict[str, Any], source: str, options: type | None = N
     return coerced
 
 
-def parse_int_tuple(text: str, option: str, allow_empty: bool) -> tuple[int, ...]:
-    """'1,2,4' -> (1, 2, 4), with an error naming the option (its library name) for anything else."""
-    parts = [p.strip() for p in str(text).replace(" ", "").split(",")] if str(text).strip() else []
+def is_auto(value: Any) -> bool:
+    return isinstance(value, str) and value.strip().lower() == AUTO
+
+
+def parse_int_tuple(value: str | Sequence[int], option: str, allow_empty: bool = True) -> tuple[int, ...]:
+    """'1,2,4' (or a sequence such as (1, 2, 4)) -> (1, 2, 4): positive whole numbers, and '' -> ()
+    where `allow_empty` (`attn_resolutions ''` = no attention outside the middle block). Anything
+    else is a ConfigError naming `option` (its library name, e.g. "dim_mults")."""
+    text = value if isinstance(value, str) else ",".join(str(v) for v in value)
+    parts = [part.strip() for part in text.split(",")] if text.strip() else []
     try:
-        values = tuple(int(p) for p in parts)
+        values = tuple(int(part) for part in parts)
     except ValueError:
+        values = None
+    if values is None or any(v <= 0 for v in values):
         raise ConfigError(f"{OPTION} must be comma-separated positive integers like 1,2,4; got {text!r}",
-                          option=option) from None
-    if (not values and not allow_empty) or any(v <= 0 for v in values):
-        raise ConfigError(f"{OPTION} must be comma-separated positive integers like 1,2,4; got {text!r}", option=option)
+                          option=option)
+    if not values and not allow_empty:
+        raise ConfigError(f"{OPTION} must list at least one value, like 1,2,4; got {text!r}", option=option)
     return values
+
+
+def format_int_tuple(values: Sequence[int]) -> str:
+    """(1, 2, 4) -> '1,2,4': the spelling of a tuple option (parse_int_tuple's inverse)."""
+    return ",".join(str(v) for v in values)
 
 
 def _coerce(f: dataclasses.Field, value: Any, source: str) -> Any:

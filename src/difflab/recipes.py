@@ -1,8 +1,14 @@
 """Named training recipes: option sets measured to work well for a dataset and budget.
 
 Each is a plain dict of TrainConfig options, so it can be printed, saved and overridden.
+`RECIPES` names the complete ones for `difflab train --recipe NAME` (flags given with it win).
 """
 from __future__ import annotations
+
+from typing import Any
+
+from difflab.errors import OPTION, ConfigError
+from difflab.families.stylegan2.options import STYLEGAN2_MNIST
 
 # MNIST at 28 px in minutes on a CPU (benchmarks/mnist_quality.py; benchmarks/RESULTS.md has every row).
 # pred_v + cosine + min-SNR: 37.9% confident digits at 1,500 steps of batch 64 where pred_noise +
@@ -49,4 +55,23 @@ DEMO = dict(data="shapes", image_size=32, image_channels="3", channels=16, dim_m
             ema_warmup_steps=50, steps=5000, max_minutes=6.0, save_every=5000, log_every=25, grid_images=16,
             grid_sampler_steps=50, hflip=True)
 
-RECIPES = {"mnist": MNIST, "demo": DEMO}
+# `difflab train --recipe NAME`: each complete, with the time budget it was measured at.
+RECIPES: dict[str, dict[str, Any]] = {
+    "mnist": {**MNIST, "max_minutes": 8.0},
+    "mnist-gpu-minute": {**MNIST, **MNIST_GPU_MINUTE, "max_minutes": 1.0},
+    "demo": DEMO,
+    "stylegan2-mnist": STYLEGAN2_MNIST,
+}
+RECIPE_HELP = {
+    "mnist": "MNIST, 28 px, 8 CPU minutes (~4,200 steps on 2 cores); sampling: MNIST_SAMPLING, MNIST_GUIDANCE",
+    "mnist-gpu-minute": "MNIST, 28 px, one GPU minute at batch 512; sampling: MNIST_GPU_GUIDANCE",
+    "demo": "procedural shapes, 32 px, 6 CPU minutes (what `difflab demo` trains)",
+    "stylegan2-mnist": "a small StyleGAN2 (--model stylegan2) for MNIST, 32 px, 800 steps (~4 CPU minutes)",
+}
+
+
+def recipe(name: str) -> dict[str, Any]:
+    """A copy of the named recipe's options; ConfigError naming the `recipe` option otherwise."""
+    if name not in RECIPES:
+        raise ConfigError(f"{OPTION} must be one of {', '.join(RECIPES)}; got {name!r}", option="recipe")
+    return dict(RECIPES[name])

@@ -8,9 +8,10 @@ import json
 import os
 import re
 import sys
+import textwrap
 from pathlib import Path
 
-from difflab.config import Options, RunOptions, coerce_options, flag_name, load_config_file
+from difflab.config import Options, RunOptions, coerce_options, flag_name, is_auto, load_config_file
 from difflab.errors import ConfigError, DataError
 
 # Options that may differ when resuming; everything else must match the run's saved config.
@@ -64,15 +65,43 @@ def _section(name: str) -> str:
     return section
 
 
+def _listing(title: str, entries: dict[str, str]) -> str:
+    """A --help table: one line per name (wrapped only when the terminal is narrow)."""
+    lines = [title]
+    for name, text in entries.items():
+        lines += textwrap.wrap(text, width=120, initial_indent=f"  {name:<18}", subsequent_indent=" " * 20)
+    return "\n".join(lines)
+
+
+def _epilog() -> str:
+    from difflab.network.presets import PRESETS, describe_preset
+    from difflab.recipes import RECIPE_HELP
+    return "\n\n".join([
+        _listing("network presets (--preset NAME, --model diffusion): the image size and U-Net; the flags you give "
+                 "win", {name: describe_preset(name) for name in PRESETS}),
+        _listing("recipes (--recipe NAME): measured option sets from difflab/recipes.py; a --preset and the flags "
+                 "you give win", RECIPE_HELP)])
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
+    description = ("Train a model: a diffusion model (--model diffusion, the default) or a StyleGAN2 baseline "
+                   "(--model stylegan2). Every option may also come from --config; options under another family's "
+                   "heading are refused. The U-Net follows --image-size unless --dim-mults / --attn-resolutions "
+                   "are given; --preset and --recipe (listed at the end) set many options at once. Precedence: "
+                   "defaults < --recipe < --preset < --config file < flags.")
     parser = subparsers.add_parser("train", help="train a model (DDPM by default, or --model stylegan2) on an image "
                                    "folder, zip or built-in dataset",
-                                   description="Train a model: a diffusion model (--model diffusion, the default) or "
-                                   "a StyleGAN2 baseline (--model stylegan2). Every option may also come from --config; "
-                                   "options under another family's heading are refused.")
+                                   description=textwrap.fill(description, width=100), epilog=_epilog(),
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("data", nargs="?", default=argparse.SUPPRESS,
                         help="image folder, .zip archive, or built-in dataset: mnist, cifar10, shapes")
-    parser.add_argument("--config", help="TOML or YAML file of options (command-line flags win)")
+    parser.add_argument("--config", help="TOML or YAML file of options (command-line flags win; it may name a "
+                        "preset and a recipe too)")
+    parser.add_argument("--preset", metavar="NAME", help="a network preset (listed below): sets --image-size and the "
+                        "U-Net options (--channels, --dim-mults, --attn-resolutions, ...); flags given win. With "
+                        "--image-size, the preset's network at that size")
+    parser.add_argument("--recipe", metavar="NAME", help="a measured recipe (listed below): mnist, mnist-gpu-minute, "
+                        "demo, stylegan2-mnist; the options given win")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     parser.add_argument("--overwrite", action="store_true",
                         help="start over in an --out folder that already holds a run (deletes its checkpoints)")
@@ -81,26 +110,62 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+# The options that name a set of other options: on the command line or as keys of a --config file.
+MACROS = ("recipe", "preset")
+
+
 def resolve_config(args: argparse.Namespace) -> Options:
-    """Defaults < config file < command line; with --resume, the run's saved config is the base."""
+    """Defaults < --recipe < --preset < config file < command line; with --resume, the run's saved
+    config is the base."""
     from difflab.families import DEFAULT_FAMILY, config_class, make_config
+    from difflab.recipes import recipe
 
     given = {name: getattr(args, name) for name in option_names() if hasattr(args, name)}
-    file_values = load_config_file(args.config) if args.config else {}
-    family = str(given.get("model") or file_values.get("model") or _resumed_family(args, given) or DEFAULT_FAMILY)
-    values = coerce_options(file_values, str(args.config), config_class(family)) if args.config else {}
+    file_values = dict(load_config_file(args.config)) if args.config else {}
+    macros = {name: file_values.pop(name, None) for name in MACROS}
+    macros.update({name: getattr(args, name) for name in MACROS if getattr(args, name, None) is not None})
+    for name, value in macros.items():
+        if isinstance(value, int) and not isinstance(value, bool):
+            macros[name] = str(value)  # `preset = 128` in a file names the preset "128"
+        elif value is not None and not isinstance(value, str):
+            raise ConfigError(f"{{option}} must be a name; got {value!r}", option=name)
+    recipe_values = recipe(macros["recipe"]) if macros["recipe"] else {}  # a bad name fails here, before any work
+    family = str(given.get("model") or file_values.get("model") or recipe_values.get("model")
+                 or _resumed_family(args, given) or DEFAULT_FAMILY)
+    options = config_class(family)
+    values = coerce_options(recipe_values, f"recipe {macros['recipe']!r}", options) if recipe_values else {}
+    file_options = coerce_options(file_values, str(args.config), options) if args.config else {}
+    if macros["preset"]:
+        size = given.get("image_size", file_options.get("image_size"))  # the preset at an explicit size
+        values.update(_preset_values(macros["preset"], family, size))
+    values.update(file_options)
     values.update(given)
     if args.resume:
         out = Path(values.get("out", ""))
         saved = _saved_run_config(out)
         # The run is the folder --out names, however it is spelled and wherever it was moved or
         # copied to: the saved `out` only records where it was, and the current --out wins.
+        # An `auto` option means the saved run's value (which is what auto resolved to then).
+        values = {name: value for name, value in values.items() if not (is_auto(value) and name in saved)}
         for name, value in values.items():
             if name != "out" and name not in RESUMABLE and name in saved and saved[name] != value:
                 raise ConfigError(f"{flag_name(name)} {value!r} differs from the run being resumed "
                                   f"({saved[name]!r}); only {', '.join(sorted(flag_name(n) for n in RESUMABLE))} may change")
         values = {**saved, **values}
     return make_config(values, source="command line").validate()
+
+
+def _preset_values(name: str, family: str, image_size: int | None) -> dict:
+    """The options a --preset sets (at `image_size` when one is given); ConfigError for a bad name,
+    or for a family without U-Net presets."""
+    from difflab.families import DEFAULT_FAMILY
+    from difflab.network.presets import preset_options
+
+    options = preset_options(name, image_size)  # a bad name fails here, naming the option
+    if family != DEFAULT_FAMILY:
+        raise ConfigError(f"{{option}} {name!r} sets a diffusion U-Net; it does not apply to {{option:model}} {family}",
+                          option="preset")
+    return options
 
 
 def _resumed_family(args: argparse.Namespace, given: dict) -> str | None:

@@ -1,10 +1,13 @@
-"""Validation of the user-facing data options, with messages that name the flag."""
+"""Validation of the data options given to the dataset functions. The options' choices and ranges
+are declared once, with the run options (difflab.config); errors name the option by its library
+name (`image_size`), which the command line shows as its flag."""
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import TypeVar
 
-from difflab.errors import ConfigError
+from difflab.config import POSITIVE, check_declared_range, declaration
+from difflab.errors import OPTION, ConfigError
 
 Item = TypeVar("Item")
 
@@ -14,11 +17,10 @@ _CACHE_WORDS = {"auto": None, "on": True, "true": True, "yes": True, "off": Fals
 def parse_channels(value: int | str) -> int | None:
     """1 or 3, or None for "auto" (decide from the images)."""
     text = str(value).strip().lower()
-    if text == "auto":
-        return None
-    if text in ("1", "3"):
-        return int(text)
-    raise ConfigError(f"--image-channels must be one of auto, 1, 3; got {value!r}")
+    choices = declaration("image_channels")["choices"]
+    if text not in choices:
+        raise ConfigError(f"{OPTION} must be one of {', '.join(choices)}; got {value!r}", option="image_channels")
+    return None if text == "auto" else int(text)
 
 
 def parse_cache(value: bool | str) -> bool | None:
@@ -28,18 +30,26 @@ def parse_cache(value: bool | str) -> bool | None:
     text = str(value).strip().lower()
     if text in _CACHE_WORDS:
         return _CACHE_WORDS[text]
-    raise ConfigError(f"--cache must be one of auto, on, off; got {value!r}")
+    raise ConfigError(f"{OPTION} must be one of auto, on, off; got {value!r}", option="cache")
+
+
+def _check_whole(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{OPTION} must be a whole number; got {value!r}", option=name)
 
 
 def check_image_size(value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"--image-size must be a positive integer; got {value!r}")
+    """A positive whole number (the image_size option's declared range)."""
+    _check_whole("image_size", value)
+    check_declared_range("image_size", value, declaration("image_size"))
     return value
 
 
 def check_max_images(value: int | None) -> int | None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise ConfigError(f"--max-images must be a positive integer; got {value!r}")
+    """None (all images) or a positive whole number. (The max_images option's 0 = all is None here.)"""
+    if value is not None:
+        _check_whole("max_images", value)
+        check_declared_range("max_images", value, {**declaration("max_images"), **POSITIVE})
     return value
 
 

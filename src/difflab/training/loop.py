@@ -12,6 +12,7 @@ N steps, stopping, resuming and training M more gives the same weights as N + M 
 from __future__ import annotations
 
 import json
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from tqdm.auto import tqdm
 from difflab.config import RunOptions
 from difflab.data import BatchStream, augment_batch, load_dataset
 from difflab.data.holdout import split_holdout
-from difflab.errors import DataError
+from difflab.errors import OPTION, ConfigError, DataError
 from difflab.families import StepContext, get_family
 from difflab.training.checkpoint import (Checkpoint, checkpoint_step, clean_orphaned_temp_files, find_checkpoint,
                                          load_checkpoint, rng_from_checkpoint, rng_to_checkpoint, save_checkpoint)
@@ -57,6 +58,46 @@ class TrainResult:
     best_checkpoint: Path | None = None  # --keep-best: the best-scoring checkpoint
 
 
+def format_duration(seconds: float) -> str:
+    """A duration as a person says it: '45 s', '7 min 12 s' (under 10 minutes), '38 min', '3 h 10 min'."""
+    seconds = max(0.0, float(seconds))
+    if seconds < 59.5:
+        return f"{max(1, round(seconds))} s"
+    if seconds < 599.5:
+        minutes, rest = divmod(round(seconds), 60)
+        return f"{minutes} min {rest} s" if rest else f"{minutes} min"
+    minutes = round(seconds / 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+
+
+def eta_message(step: int, steps: int, seconds_per_step: float, max_minutes: float = 0.0,
+                run_seconds: float = 0.0) -> str:
+    """The time the rest of a run takes at the measured rate: 'about 3 h 10 min at this rate for the
+    remaining 19,900 steps (0.57 s a step)', and when its time limit (`max_minutes`, of which
+    `run_seconds` are spent) ends it first, when and near which step."""
+    remaining = max(0, steps - step)
+    needed = remaining * seconds_per_step
+    text = (f"about {format_duration(needed)} at this rate for the remaining {remaining:,} steps "
+            f"({seconds_per_step:.3g} s a step)")
+    if max_minutes > 0:
+        left = max(0.0, max_minutes * 60 - run_seconds)
+        if left < needed:
+            stop_step = step + int(left / seconds_per_step) if seconds_per_step > 0 else steps
+            text += (f"; the time limit of {max_minutes:g} min stops it first, in about {format_duration(left)}, "
+                     f"near step {stop_step:,}")
+    return text
+
+
+ETA_MIN_STEPS, ETA_MIN_SECONDS = 10, 20.0
+"""The ETA is measured from the first log interval's end (past start-up: compilation, workers,
+caches) over at least this many steps and seconds, as the median of the log intervals' rates
+(so one slow interval, another program's or a checkpoint's, does not set it), and printed once,
+at a log interval's end."""
+
+
 def step_seed(seed: int, step: int, rank: int, stream: int) -> int:
     """A distinct, reproducible seed for each (step, process, random stream)."""
     return (seed * 1_000_003 + step * 7919 + rank * 104_729 + stream) % (2**63 - 1)
@@ -66,6 +107,7 @@ def train(config: RunOptions, resume: bool = False, progress: bool = True) -> Tr
     """Train the run that `config` describes (resuming its latest checkpoint with `resume`). The
     main process holds the run folder's lock for the whole job: two processes never write one run."""
     family = get_family(config.model)
+    config.resolve()  # `auto` options get their values, which the run folder and checkpoints then record
     family.check(config)  # inconsistent network options fail before the data is read
     if not PartialState(cpu=not torch.cuda.is_available()).is_main_process:
         return _train(config, family, resume, progress)
@@ -92,8 +134,8 @@ def _train(config: RunOptions, family, resume: bool, progress: bool) -> TrainRes
     is_main = accelerator.is_main_process
     grad_accum = getattr(config, "grad_accum", 1)
     if config.batch_size % (world * grad_accum):
-        raise DataError(f"--batch-size {config.batch_size} must be divisible by processes x --grad-accum "
-                        f"({world} x {grad_accum})")
+        raise ConfigError(f"{OPTION} {config.batch_size} must be divisible by processes x {{option:grad_accum}} "
+                          f"({world} x {grad_accum})", option="batch_size")
     torch.manual_seed(config.seed)
 
     # ---- 2. Data -------------------------------------------------------------------------------------
@@ -101,7 +143,7 @@ def _train(config: RunOptions, family, resume: bool, progress: bool) -> TrainRes
                            root=config.data_root or None, max_images=config.max_images or None,
                            progress=progress and is_main)
     dataset, held_out = split_holdout(dataset, config.holdout, config.seed, min_train=config.batch_size)
-    dataset.require_at_least(config.batch_size, option="--batch-size")
+    dataset.require_at_least(config.batch_size, option="batch_size")
 
     # ---- 3. The family's networks, optimisers and losses, built from the options ----------------------
     trainer = family.trainer(config, dataset.channels, device)
@@ -178,6 +220,9 @@ def _train(config: RunOptions, family, resume: bool, progress: bool) -> TrainRes
     interval_count, non_finite = 0, torch.zeros((), dtype=torch.bool, device=device)
     interval_start = time.monotonic()
     interval_step, images_per_second = step, 0.0
+    eta_from: tuple[int, float] | None = None  # (step, time) the ETA is measured from; None until then
+    eta_rates: list[float] = []  # seconds per step of each log interval since then
+    eta_shown = False
     bar = tqdm(total=config.steps, initial=step, desc="training", unit="step", dynamic_ncols=True,
                disable=not (progress and is_main))
     while step < config.steps:
@@ -222,6 +267,16 @@ def _train(config: RunOptions, family, resume: bool, progress: bool) -> TrainRes
                           "images_per_second": images_per_second, "seconds": elapsed_before + now - started}
                 log.write(record)
                 trackers.scalars({k: v for k, v in record.items() if k != "step"}, step)
+            if not eta_shown and step < config.steps and not out_of_time:
+                if eta_from is None:
+                    eta_from = (step, now)  # the first interval held the start-up
+                else:
+                    eta_rates.append((now - interval_start) / max(1, step - interval_step))
+                    if step - eta_from[0] >= ETA_MIN_STEPS and now - eta_from[1] >= ETA_MIN_SECONDS:
+                        eta_shown = True
+                        if is_main:  # printed with or without progress bars: it is what the user waits for
+                            tqdm.write("difflab: " + eta_message(step, config.steps, statistics.median(eta_rates),
+                                                                 config.max_minutes, now - started))
             sums = {}
             interval_count, interval_start, interval_step = 0, now, step
         if step % config.save_every == 0 or step == config.steps or out_of_time:
