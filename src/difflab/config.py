@@ -270,7 +270,7 @@ def coerce_options(values: dict[str, Any], source: str, options: type | None = N
     for key, value in values.items():
         name = key.replace("-", "_")
         if name not in known:
-            raise ConfigError(f"{source}: unknown option {key!r}; run `difflab train --help` for the options")
+            raise ConfigError(f"{source}: unknown option {key!r} (the options of `difflab train`, listed by its help)")
         coerced[name] = _coerce(known[name], value, source)
     return coerced
 

@@ -123,9 +123,9 @@ def fusion_section(loaded: LoadedModel, given: Path | None, steps: int, seed: in
     body = paragraph(f"Inputs: {origin}. lam is the weight of b.")
     body += figure(homework_strip, f"The homework's method: both images noised to t={t} with shared noise, mixed, "
                                    f"then denoised from t with DDIM ({min(steps, t + 1)} steps).",
-                   f"difflab fuse RUN a.png b.png --t {t} --sampler ddim --steps {steps} --lams {lams} --out strip.png")
+                   f"difflab fuse RUN a.png b.png --t {t} --sampler ddim --steps {steps} --lam {lams} --out strip.png")
     body += figure(slerp_strip, f"DDIM inversion ({steps} steps) of both images, slerp of the latents, DDIM decoding.",
-                   f"difflab fuse RUN a.png b.png --method ddim-slerp --steps {steps} --lams {lams} --out strip.png")
+                   f"difflab fuse RUN a.png b.png --method ddim-slerp --steps {steps} --lam {lams} --out strip.png")
     return Section("Fusion", body)
 
 

@@ -40,7 +40,7 @@ class SamplingSpeed:
 
 def resolve_sampling_speed(device: torch.device, precision: str, compile: str = "auto", cuda_graphs: str = "auto",
                            network_passes: int = 0) -> SamplingSpeed:
-    """Turn the --precision / --compile / --cuda-graphs words into switches for `device`."""
+    """Turn the --mixed-precision / --compile / --cuda-graphs words into switches for `device`."""
     for name, value in (("compile", compile), ("cuda_graphs", cuda_graphs)):
         if value not in SWITCH:
             from difflab.errors import ConfigError
