@@ -103,3 +103,18 @@ def test_respacing_keeps_the_noise_level_conditioning():
     assert respaced.conditioning == "noise_level"
     positions = torch.arange(len(kept))
     torch.testing.assert_close(respaced.network_time(positions), schedule.network_time(torch.tensor(sorted(kept))))
+
+
+def test_the_keras_lab_recipe_trains_and_samples_end_to_end(tmp_path):
+    from difflab.cli.main import main
+    import json
+    run = tmp_path / "lab"
+    assert main(["train", "shapes", "--recipe", "keras-lab", "--image-size", "16", "--batch-size", "8",
+                 "--channels", "8", "--steps", "4", "--save-every", "4", "--grid-images", "2", "--out", str(run),
+                 "--no-progress"]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert (config["beta_schedule"], config["loss_norm"], config["objective"]) == ("keras-cosine", "l1", "pred_noise")
+    out = tmp_path / "samples"
+    assert main(["sample", str(run), "-n", "2", "--sampler", "ddim", "--steps", "5", "--spacing", "trailing",
+                 "--out", str(out), "--no-progress"]) == 0
+    assert len(list(out.glob("*.jpg"))) == 2

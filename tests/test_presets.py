@@ -156,7 +156,10 @@ def test_a_recipe_and_an_override(tmp_path):
     config = resolve(tmp_path, "--recipe", "demo")
     assert all(getattr(config, name) == value for name, value in DEMO.items())
     assert resolve(tmp_path, "--recipe", "stylegan2-mnist").model == "stylegan2"
-    assert set(RECIPES) == {"mnist", "mnist-gpu-minute", "demo", "stylegan2-mnist"}
+    config = resolve(tmp_path, "--recipe", "keras-lab")
+    assert (config.beta_schedule, config.objective, config.loss_norm, config.dim_mults) == \
+        ("keras-cosine", "pred_noise", "l1", "1,2,3,4")
+    assert set(RECIPES) == {"mnist", "mnist-gpu-minute", "demo", "stylegan2-mnist", "keras-lab"}
 
 
 @pytest.mark.parametrize("flags, message", [

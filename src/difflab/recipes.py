@@ -55,18 +55,33 @@ DEMO = dict(data="shapes", image_size=32, image_channels="3", channels=16, dim_m
             ema_warmup_steps=50, steps=5000, max_minutes=6.0, save_every=5000, log_every=25, grid_images=16,
             grid_sampler_steps=50, hflip=True)
 
+# The Keras DDIM lab ("Denoising Diffusion Implicit Models", keras.io examples, flowers at 64 px), at
+# its settings: the continuous cosine schedule between signal rates 0.95 and 0.02 with noise-level
+# conditioning, a U-Net of widths 32/64/96/128 with 2 blocks per level and no attention, noise
+# prediction with a mean absolute error, AdamW lr 1e-3 and weight decay 1e-4, EMA 0.999, batch 64,
+# random flips; its KID during training uses 5 diffusion steps, its plots 20. The lab normalises
+# images by the dataset's mean and variance; difflab maps them to [-1, 1], as for every model.
+# Not yet measured against the discrete default (issue 16's GPU run).
+KERAS_LAB = dict(image_size=64, channels=32, dim_mults="1,2,3,4", res_blocks=2, attn_resolutions="",
+                 beta_schedule="keras-cosine", objective="pred_noise", loss_norm="l1", loss_weighting="none",
+                 clip="none", lr=1e-3, weight_decay=1e-4, warmup_steps=0, ema_decay=0.999, ema_warmup_steps=0,
+                 batch_size=64, hflip=True, grid_sampler_steps=20, eval_sampler_steps=5)
+
 # `difflab train --recipe NAME`: each complete, with the time budget it was measured at.
 RECIPES: dict[str, dict[str, Any]] = {
     "mnist": {**MNIST, "max_minutes": 8.0},
     "mnist-gpu-minute": {**MNIST, **MNIST_GPU_MINUTE, "max_minutes": 1.0},
     "demo": DEMO,
     "stylegan2-mnist": STYLEGAN2_MNIST,
+    "keras-lab": KERAS_LAB,
 }
 RECIPE_HELP = {
     "mnist": "MNIST, 28 px, 8 CPU minutes (~4,200 steps on 2 cores); sampling: MNIST_SAMPLING, MNIST_GUIDANCE",
     "mnist-gpu-minute": "MNIST, 28 px, one GPU minute at batch 512; sampling: MNIST_GPU_GUIDANCE",
     "demo": "procedural shapes, 32 px, 6 CPU minutes (what `difflab demo` trains)",
     "stylegan2-mnist": "a small StyleGAN2 (--model stylegan2) for MNIST, 32 px, 800 steps (~4 CPU minutes)",
+    "keras-lab": "the Keras DDIM lab's model: keras-cosine schedule, noise-level conditioning, L1 loss, 64 px "
+                 "(not yet measured against the default)",
 }
 
 
