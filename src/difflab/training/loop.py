@@ -36,6 +36,9 @@ from difflab.training.speed import memory_format_for, resolve_mixed_precision, s
 from difflab.viz.grid import save_grid, to_uint8
 
 
+EVAL_SHARE_WARNING = 0.10  # the monitor's cost bound: a warning once evaluations exceed this share of the run
+
+
 class TrainingStopped(RuntimeError):
     """Training stopped before its budget because it went wrong; the last good checkpoint is kept."""
 
@@ -216,6 +219,7 @@ def _train(config: RunOptions, family, resume: bool, progress: bool) -> TrainRes
     batches = iter(BatchStream(dataset, per_process_batch, seed=config.seed, start_step=start_step, device=device,
                                rank=rank, world_size=world, workers=None if config.workers < 0 else config.workers))
     step, stopped_by, last_checkpoint, best_checkpoint = start_step, "steps", None, None
+    eval_cost_warned = False
     sums: dict[str, torch.Tensor] = {}
     interval_count, non_finite = 0, torch.zeros((), dtype=torch.bool, device=device)
     interval_start = time.monotonic()
@@ -292,6 +296,10 @@ def _train(config: RunOptions, family, resume: bool, progress: bool) -> TrainRes
                 trackers.scalars({f"eval/{k}": v for k, v in evaluation.record.items() if k != "step"}, step)
                 bar.write(_describe_evaluation(evaluation.record))
                 improved, stop_early = evaluation.improved, evaluation.stop is not None
+                if evaluation.record["eval_share"] > EVAL_SHARE_WARNING and not eval_cost_warned:
+                    eval_cost_warned = True
+                    bar.write(f"difflab: warning: evaluations took {evaluation.record['eval_share']:.0%} of the run "
+                              "so far; raise --eval-every, or lower --eval-images or --eval-sampler-steps")
                 if stop_early:
                     bar.write(f"difflab: stopping early: {evaluation.stop}")
             improved, stop_early = _agree([improved, stop_early], accelerator)
