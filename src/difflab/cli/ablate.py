@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "the same network evaluations and the prior alone; time and score each. Writes OUT/<row>/, "
                     "OUT/results.json, OUT/results.md and OUT/quality_vs_time.png.")
     parser.add_argument("run", help="the diffusion run (folder or ckpt-*.safetensors)")
-    parser.add_argument("--prior", required=True, metavar="RUN|FOLDER",
+    parser.add_argument("--prior", dest="warm_start", required=True, metavar="RUN|FOLDER",
                         help="a denoiser run, a GAN run, or an image folder/.zip (as sample --warm-start)")
     parser.add_argument("--passes", default=None, metavar="K,K,...",
                         help="denoiser prior: passes from noise, e.g. 0,1,2,3,5,10,20,50 (default: the run's "
@@ -66,21 +66,20 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"{OPTION} and {{option:batch_size}} must be at least 1", option="num_images")
     samplers = ablation.parse_samplers(args.sampler)
     start_ts = ablation.parse_int_list(args.start_t, "start_t")
-    kind = prior_kind(args.prior)
+    kind = prior_kind(args.warm_start)
     if args.passes is not None and kind != "denoiser":
-        raise ConfigError(f"{OPTION} counts denoiser passes; {args.prior} is a {kind} prior", option="passes")
+        raise ConfigError(f"{OPTION} counts denoiser passes; {args.warm_start} is a {kind} prior", option="passes")
     passes = ablation.parse_int_list(args.passes, "passes") if args.passes is not None else [None]
-    args.run = args.run
     loaded = load_for_generation(args)
     require_family(loaded, "diffusion", "ablate-warm-start")
     timesteps = loaded.schedule.timesteps
     for start_t in start_ts:
-        check_warm_start(args.prior, None, start_t, timesteps)
+        check_warm_start(args.warm_start, None, start_t, timesteps)
         for sampler in samplers:
             from difflab.generation.warm_start import warm_steps
             from difflab.samplers import timesteps_for
             timesteps_for(timesteps, warm_steps(sampler, args.steps, start_t), args.spacing, start_t)
-    prior = load_prior(args.prior, loaded.image_shape(), loaded.device)
+    prior = load_prior(args.warm_start, loaded.image_shape(), loaded.device)
     digits_network = None
     if args.digits:
         from difflab.metrics.classifier import load_classifier
@@ -108,14 +107,14 @@ def run(args: argparse.Namespace) -> int:
     # ---- the rows -----------------------------------------------------------------------------------
     def generator_of(setting):
         if setting.kind == "warm":
-            return with_warm_start(loaded, args.prior, setting.start_t, setting.passes, prior=prior)
+            return with_warm_start(loaded, args.warm_start, setting.start_t, setting.passes, prior=prior)
         if setting.kind == "prior":
             return prior.generator
         return loaded
 
     generation = GenerationSettings(args.num_images, args.batch_size, args.seed, precision, args.spacing, args.clip,
                                     "png", args.overwrite, not args.no_progress)
-    setup = {"run": str(args.run), "checkpoint": str(loaded.checkpoint), "step": loaded.step, "prior": args.prior,
+    setup = {"run": str(args.run), "checkpoint": str(loaded.checkpoint), "step": loaded.step, "prior": args.warm_start,
              "prior_kind": kind, "device": str(loaded.device), "precision": precision, "batch_size": args.batch_size,
              "num_images": args.num_images, "seed": args.seed, "spacing": args.spacing, "timing": TIMING_NOTE,
              "digits": args.digits, "timesteps": timesteps,
