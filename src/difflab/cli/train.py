@@ -68,7 +68,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("train", help="train a model (DDPM by default, or --model stylegan2) on an image "
                                    "folder, zip or built-in dataset",
                                    description="Train a model: a diffusion model (--model diffusion, the default) or "
-                                   "a StyleGAN2 baseline (--model stylegan2). Every option may also come from --config; "
+                                   "a StyleGAN2 baseline (--model stylegan2) or the one-step denoiser of warm-started sampling (--model denoiser). Every option may also come from --config; "
                                    "options under another family's heading are refused.")
     parser.add_argument("data", nargs="?", default=argparse.SUPPRESS,
                         help="image folder, .zip archive, or built-in dataset: mnist, cifar10, shapes")
