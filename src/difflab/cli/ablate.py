@@ -44,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_generation_options(parser.add_argument_group("sampling (shared by every row; the seed too)"))
     add_scoring_options(parser)
-    parser.set_defaults(func=run, guide=None, guidance=None, guide_fraction=None, guide_min_t=None)
+    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,7 +54,9 @@ def run(args: argparse.Namespace) -> int:
     from difflab.experiments.scoring import Scorer
     from difflab.experiments.study import TIMING_NOTE, GenerationSettings, generate_row, warm_up
     from difflab.families import require_family
-    from difflab.generation.warm_start import check_warm_start, load_prior, prior_kind, with_warm_start
+    from difflab.generation.warm_start import check_warm_start, load_prior, prior_kind, warm_steps, with_warm_start
+    from difflab.metrics.classifier import folder_digit_rate, load_classifier
+    from difflab.samplers import timesteps_for
     from difflab.viz.study_plot import plot_quality_vs_time
 
     # ---- every check before any work -------------------------------------------------------------
@@ -75,14 +77,11 @@ def run(args: argparse.Namespace) -> int:
     timesteps = loaded.schedule.timesteps
     for start_t in start_ts:
         check_warm_start(args.warm_start, None, start_t, timesteps)
-        for sampler in samplers:
-            from difflab.generation.warm_start import warm_steps
-            from difflab.samplers import timesteps_for
+        for sampler in samplers:  # --steps over t0 ... 0
             timesteps_for(timesteps, warm_steps(sampler, args.steps, start_t), args.spacing, start_t)
     prior = load_prior(args.warm_start, loaded.image_shape(), loaded.device)
     digits_network = None
     if args.digits:
-        from difflab.metrics.classifier import load_classifier
         digits_network = load_classifier(args.digits, str(loaded.device))
     sampling = {"eta": args.eta, "spacing": args.spacing, "clip": args.clip}
     warm = ablation.warm_settings(samplers, start_ts, passes, args.steps, prior.label, prior.network_passes,
@@ -127,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
         folder = out / f"{index + 1:02d}-{setting.spec.folder_name}"
         row, _ = generate_row(generator_of(setting), setting.spec, generation, folder)
         metrics = scorer.score(str(folder)) if scorer else {}
-        digits = (folder_digit_rate_of(digits_network, folder, loaded.image_shape()[-1])
+        digits = (folder_digit_rate(digits_network, str(folder), loaded.image_shape()[-1])
                   if digits_network is not None else None)
         rows.append(ablation.row_record(setting, row.seconds, args.num_images, folder, metrics, digits))
         document = ablation.results_document(rows, setup, scorer.describe() if scorer else None)
@@ -139,7 +138,3 @@ def run(args: argparse.Namespace) -> int:
     print(f"difflab: wrote {out / ablation.RESULTS_JSON}, {out / ablation.RESULTS_MARKDOWN} and {out / ablation.PLOT}")
     return 0
 
-
-def folder_digit_rate_of(network, folder: Path, image_size: int) -> dict:
-    from difflab.metrics.classifier import folder_digit_rate
-    return folder_digit_rate(network, str(folder), image_size)
