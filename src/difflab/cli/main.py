@@ -22,7 +22,8 @@ COMMAND_MODULES = [
     "difflab.cli.sample",
     "difflab.cli.demo",
     "difflab.cli.evaluate",
-    "difflab.cli.progress", "difflab.cli.fuse", "difflab.cli.compare", "difflab.cli.report",
+    "difflab.cli.progress", "difflab.cli.fuse", "difflab.cli.compare", "difflab.cli.ablate",
+    "difflab.cli.report",
     "difflab.cli.export",
 ]
 

@@ -133,7 +133,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--truncation", type=float, default=None, metavar="PSI",
                         help="GAN runs only: the truncation psi of StyleGAN2 (default 1 = none, the honest setting "
                              "for metrics; 0.75 trades diversity for typical-looking images)")
+    parser.add_argument("--passes", type=int, default=None, metavar="K",
+                        help="denoiser runs only: passes from noise per image (default: the run's --sample-passes)")
+    add_warm_start_options(parser.add_argument_group("warm start (a truncated reverse process: SDEdit, ES-DDPM, "
+                                                     "TDPM; diffusion runs)"))
     parser.set_defaults(func=run)
+
+
+def add_warm_start_options(group) -> None:
+    group.add_argument("--warm-start", metavar="RUN|FOLDER", default=None,
+                       help="start from a prior's estimate of the image: a denoiser run (--model denoiser), a GAN run "
+                            "(a sample at psi 1) or an image folder/.zip (SDEdit image-to-image, resized to the "
+                            "model's size), noised to --start-t with q_sample")
+    group.add_argument("--warm-passes", type=int, default=None, metavar="K",
+                       help="with a denoiser --warm-start: its passes from noise (a pass: x <- clamp(D(x), -1, 1); "
+                            "0 = the noise itself; default: the denoiser run's --sample-passes)")
+    group.add_argument("--start-t", type=int, default=None, metavar="T0",
+                       help="the step the estimate is noised to and the sampler starts from, 0 ... T-1 (needed with "
+                            "--warm-start); --steps then spread over T0 ... 0 (default: the sampler's, at most T0 + 1)")
+
+
+def apply_warm_start(loaded, args: argparse.Namespace):
+    """`loaded` wrapped to start from --warm-start's estimate at --start-t (generation/warm_start.py),
+    when any warm-start option is given; checked before any sampling."""
+    from difflab.families import require_family
+    from difflab.generation.warm_start import with_warm_start
+    if args.warm_start is None and args.start_t is None and args.warm_passes is None:
+        return loaded
+    require_family(loaded, "diffusion", "--warm-start / --start-t")
+    return with_warm_start(loaded, args.warm_start, args.start_t, args.warm_passes)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -144,9 +172,14 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"-n must be positive; got {args.num_images}")
     if args.batch_size <= 0:
         raise ConfigError(f"--batch-size must be positive; got {args.batch_size}")
-    loaded = load_for_generation(args)
+    loaded = apply_warm_start(load_for_generation(args), args)
     check_finite_weights(loaded)
     options = sampling_options(args)
+    if args.passes is not None:
+        if loaded.family != "denoiser":
+            raise ConfigError("--passes applies to denoiser runs (the passes of a warm-start denoiser prior are "
+                              "--warm-passes)")
+        options["passes"] = args.passes
     label = loaded.describe(**options)  # also rejects options of another family
     out = prepare_output_folder(Path(args.out), args.num_images, args.format, args.overwrite)
     precision = resolve_precision(args.precision, loaded.device)
@@ -176,6 +209,7 @@ def run(args: argparse.Namespace) -> int:
                 "images_per_second": round(args.num_images / seconds, 2), "device": str(loaded.device),
                 "precision": precision, "speed": loaded.speed.describe() if loaded.speed else "plain",
                 "weights": args.weights, "guidance": loaded.guidance,
+                "warm_start": loaded.record() if hasattr(loaded, "record") else None,
                 "format": args.format, "images": written, "complete": True}
     write_manifest(out, manifest)
     print(f"difflab: wrote {args.num_images} images ({label}, {seconds:.1f} s, "

@@ -84,8 +84,8 @@ def _epilog() -> str:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    description = ("Train a model: a diffusion model (--model diffusion, the default) or a StyleGAN2 baseline "
-                   "(--model stylegan2). Every option may also come from --config; options under another family's "
+    description = ("Train a model: a diffusion model (--model diffusion, the default), a StyleGAN2 baseline "
+                   "(--model stylegan2) or the one-step denoiser of warm-started sampling (--model denoiser). Every option may also come from --config; options under another family's "
                    "heading are refused. The U-Net follows --image-size unless --dim-mults / --attn-resolutions "
                    "are given; --preset and --recipe (listed at the end) set many options at once. Precedence: "
                    "defaults < --recipe < --preset < --config file < flags.")
@@ -101,7 +101,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "U-Net options (--channels, --dim-mults, --attn-resolutions, ...); flags given win. With "
                         "--image-size, the preset's network at that size")
     parser.add_argument("--recipe", metavar="NAME", help="a measured recipe (listed below): mnist, mnist-gpu-minute, "
-                        "demo, stylegan2-mnist; the options given win")
+                        "demo, stylegan2-mnist, keras-lab; the options given win")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     parser.add_argument("--overwrite", action="store_true",
                         help="start over in an --out folder that already holds a run (deletes its checkpoints)")

@@ -22,6 +22,7 @@ from difflab.families.base import Family, FamilyTrainer, ImageGenerator, StepCon
 FAMILIES = {
     "diffusion": "difflab.families.diffusion",
     "stylegan2": "difflab.families.stylegan2",  # noqa: E241
+    "denoiser": "difflab.families.denoiser",  # noqa: E241
 }
 DEFAULT_FAMILY = "diffusion"  # runs written before families existed have no "model" option
 
