@@ -324,3 +324,32 @@ def test_bad_ablation_options_fail_before_any_work(runs, real_digits, tmp_path, 
               *options])
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_gan_prior_gives_its_psi_1_sample_and_the_sampler_finishes_from_it(mnist_root, tmp_path):
+    """ES-DDPM/TDPM's prior: a StyleGAN2 run (1 step, 16 px) before a 16-px diffusion run."""
+    gan, diffusion = tmp_path / "gan", tmp_path / "diffusion"
+    gan_options = ["--model", "stylegan2", "--channel-base", "256", "--channel-max", "32", "--z-dim", "16",
+                   "--w-dim", "16", "--batch-size", "8", "--steps", "1", "--save-every", "1", "--grid-images", "0"]
+    args = mnist_args(mnist_root, *gan_options)
+    args[args.index("--image-size") + 1] = "16"
+    assert main(["train", "mnist", "--out", str(gan), *args]) == 0
+    args = mnist_args(mnist_root, *DIFFUSION_ARGS)
+    args[args.index("--image-size") + 1] = "16"
+    args[args.index("--steps") + 1] = "1"
+    args[args.index("--save-every") + 1] = "1"
+    assert main(["train", "mnist", "--out", str(diffusion), *args]) == 0
+    loaded = load_generator(diffusion, device="cpu")
+    from difflab.generation.warm_start import load_prior, with_warm_start
+    prior = load_prior(gan, loaded.image_shape(), "cpu")
+    assert prior.kind == "gan" and prior.network_passes(None) == 1
+    estimate = prior_estimate(prior, 4, seed=2, first=8)
+    assert estimate.shape == (4, 1, 16, 16) and estimate.min() >= -1 and estimate.max() <= 1
+    assert torch.equal(estimate, prior_estimate(prior, 4, seed=2, first=8))
+    assert not torch.equal(estimate, prior_estimate(prior, 4, seed=2, first=0))
+    warm = with_warm_start(loaded, str(gan), 10)
+    images = torch.cat([im for _, im in warm.generate(4, 2, seed=0, sampler="ddim", steps=3)])
+    assert images.shape == (4, 1, 16, 16)
+    assert warm.describe(sampler="ddim", steps=3) == "GAN + DDIM-3 from t0 = 10"
+    with pytest.raises(Exception, match="warm_passes counts denoiser passes"):
+        with_warm_start(loaded, str(gan), 10, passes=2)
