@@ -40,7 +40,7 @@ from difflab.diffusion.process import q_sample
 from difflab.errors import OPTION, ConfigError, DataError
 from difflab.families.base import Family, StepContext
 from difflab.network import UNet
-from difflab.training.checkpoint import optimizer_from_checkpoint, optimizer_to_checkpoint
+from difflab.training.checkpoint import load_network_state, network_state
 from difflab.training.ema import EMA
 from difflab.training.speed import compile_or_eager, optimizer_kernel
 
@@ -167,16 +167,10 @@ class DenoiserTrainer:
         return None
 
     def state(self) -> tuple[dict[str, dict[str, Tensor]], dict[str, Any]]:
-        optimizer = getattr(self.optimizer, "optimizer", self.optimizer)
-        optimizer_tensors, optimizer_meta = optimizer_to_checkpoint(optimizer)
-        return ({"model": self.model.state_dict(), "ema": self.ema.shadow.state_dict(), "optimizer": optimizer_tensors},
-                {"ema": self.ema.state_dict(), "optimizer": optimizer_meta})
+        return network_state(self.model, self.ema, self.optimizer)
 
     def load_state(self, tensors: dict[str, dict[str, Tensor]], meta: dict[str, Any]) -> None:
-        self.model.load_state_dict(tensors["model"])
-        self.ema.shadow.load_state_dict(tensors["ema"])
-        self.ema.load_state_dict(meta["ema"])
-        optimizer_from_checkpoint(self.optimizer, tensors.get("optimizer", {}), meta["optimizer"])
+        load_network_state(self.model, self.ema, self.optimizer, tensors, meta)
 
     def preview(self, count: int, seed: int, steps: int | None = None) -> Tensor:
         generator = torch.Generator(self.device).manual_seed(seed)

@@ -14,7 +14,7 @@ from difflab.config import DiffusionOptions, TrainConfig
 from difflab.diffusion import make_denoiser
 from difflab.families.base import Family, StepContext
 from difflab.samplers import sample_ddim
-from difflab.training.checkpoint import optimizer_from_checkpoint, optimizer_to_checkpoint
+from difflab.training.checkpoint import load_network_state, network_state
 from difflab.training.ema import EMA
 from difflab.training.lr_schedule import learning_rate
 from difflab.training.speed import compile_or_eager, memory_format_for, optimizer_kernel
@@ -75,15 +75,10 @@ class DiffusionTrainer:
         return None  # the core already stops on a non-finite loss
 
     def state(self) -> tuple[dict[str, dict[str, Tensor]], dict[str, Any]]:
-        optimizer_tensors, optimizer_meta = optimizer_to_checkpoint(_unwrapped(self.optimizer))
-        return ({"model": self.model.state_dict(), "ema": self.ema.shadow.state_dict(), "optimizer": optimizer_tensors},
-                {"ema": self.ema.state_dict(), "optimizer": optimizer_meta})
+        return network_state(self.model, self.ema, self.optimizer)
 
     def load_state(self, tensors: dict[str, dict[str, Tensor]], meta: dict[str, Any]) -> None:
-        self.model.load_state_dict(tensors["model"])
-        self.ema.shadow.load_state_dict(tensors["ema"])
-        self.ema.load_state_dict(meta["ema"])
-        optimizer_from_checkpoint(self.optimizer, tensors.get("optimizer", {}), meta["optimizer"])
+        load_network_state(self.model, self.ema, self.optimizer, tensors, meta)
 
     def preview(self, count: int, seed: int, steps: int | None = None) -> Tensor:
         config = self.config
@@ -93,10 +88,6 @@ class DiffusionTrainer:
                             device=self.device, generator=generator)
         denoiser = make_denoiser(self.ema.shadow, self.schedule, config.objective, config.clip)
         return sample_ddim(denoiser, noise, self.schedule, steps=min(steps, config.timesteps))
-
-
-def _unwrapped(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
-    return getattr(optimizer, "optimizer", optimizer)  # accelerate's AcceleratedOptimizer wraps it
 
 
 def load_diffusion_generator(path, device, weights):

@@ -381,3 +381,20 @@ def rng_from_checkpoint(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) 
     np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
     version, internal, gauss = meta["python"]
     random.setstate((version, tuple(internal), gauss))
+
+
+def network_state(model: Any, ema: Any, optimizer: Any) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """A one-network family's resume state (diffusion, the denoiser): weights, EMA and optimiser, as
+    tensor groups and JSON. `optimizer` may be accelerate's wrapper."""
+    optimizer_tensors, optimizer_meta = optimizer_to_checkpoint(getattr(optimizer, "optimizer", optimizer))
+    return ({"model": model.state_dict(), "ema": ema.shadow.state_dict(), "optimizer": optimizer_tensors},
+            {"ema": ema.state_dict(), "optimizer": optimizer_meta})
+
+
+def load_network_state(model: Any, ema: Any, optimizer: Any, tensors: dict[str, dict[str, Any]],
+                       meta: dict[str, Any]) -> None:
+    """Restore what `network_state` returned."""
+    model.load_state_dict(tensors["model"])
+    ema.shadow.load_state_dict(tensors["ema"])
+    ema.load_state_dict(meta["ema"])
+    optimizer_from_checkpoint(optimizer, tensors.get("optimizer", {}), meta["optimizer"])
