@@ -261,19 +261,10 @@ class DenoiserGenerator:
 
 def load_denoiser_generator(path, device, weights: str = "ema") -> DenoiserGenerator:
     from difflab.families import make_config
-    from difflab.training.checkpoint import (check_parameter_count, count_parameters_without_allocating,
-                                             load_checkpoint, load_state_checked, validate_checkpoint_meta)
+    from difflab.training.checkpoint import load_checkpoint, network_from_checkpoint
     checkpoint = load_checkpoint(path, groups=(weights,))
-    validate_checkpoint_meta(checkpoint, groups=(weights,), meta_keys=("image_channels",))
-    try:
-        config = make_config(checkpoint.config, source="checkpoint config")
-    except ConfigError as error:
-        raise DataError(f"{checkpoint.path}: its saved configuration is invalid ({error})") from None
-    channels = int(checkpoint.meta["image_channels"])
-    check_parameter_count(count_parameters_without_allocating(lambda: build_denoiser_network(config, channels)),
-                          str(checkpoint.path))
-    network = build_denoiser_network(config, channels)
-    load_state_checked(network, checkpoint.tensors[weights], str(checkpoint.path))
+    network, config, channels = network_from_checkpoint(
+        checkpoint, weights, lambda values: make_config(values, source="checkpoint config"), build_denoiser_network)
     network.to(device)
     return DenoiserGenerator(network, checkpoint.step, Path(checkpoint.path), config, channels)
 

@@ -12,8 +12,7 @@ from difflab.build import as_config, build_network, build_schedule
 from difflab.config import TrainConfig
 from difflab.diffusion import Denoiser, DiffusionSchedule, make_denoiser
 from difflab.errors import OPTION, ConfigError, DataError
-from difflab.training.checkpoint import (check_parameter_count, count_parameters_without_allocating, load_checkpoint,
-                                         load_state_checked, validate_checkpoint_meta)
+from difflab.training.checkpoint import load_checkpoint, network_from_checkpoint
 
 if TYPE_CHECKING:
     from difflab.generation.fast import SamplingSpeed
@@ -102,16 +101,7 @@ def load_model(path: str | Path, device: str | torch.device | None = None, weigh
         raise DataError(f"{checkpoint.path} is a {family} run; this needs a diffusion model "
                         "(`difflab sample`, `eval` and `compare` take either)")
     # Everything is checked before anything is allocated: a stranger's file fails with a message.
-    validate_checkpoint_meta(checkpoint, groups=(weights,), meta_keys=("image_channels",))
-    try:
-        config = as_config(checkpoint.config)
-    except ConfigError as error:
-        raise DataError(f"{checkpoint.path}: its saved configuration is invalid ({error})") from None
-    image_channels = int(checkpoint.meta["image_channels"])
-    check_parameter_count(count_parameters_without_allocating(lambda: build_network(config, image_channels)),
-                          str(checkpoint.path))
-    network = build_network(config, image_channels)
-    load_state_checked(network, checkpoint.tensors[weights], str(checkpoint.path))
+    network, config, image_channels = network_from_checkpoint(checkpoint, weights, as_config, build_network)
     network.to(device).eval().requires_grad_(False)
     return LoadedModel(network, build_schedule(config, device), config, image_channels, checkpoint.step,
                        checkpoint.path)

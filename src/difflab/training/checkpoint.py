@@ -23,7 +23,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from difflab.errors import DataError
+from difflab.errors import ConfigError, DataError
 
 FORMAT = "difflab-checkpoint/1"
 CHECKPOINT_PATTERN = re.compile(r"^ckpt-(\d{8})\.safetensors$")
@@ -398,3 +398,20 @@ def load_network_state(model: Any, ema: Any, optimizer: Any, tensors: dict[str, 
     ema.shadow.load_state_dict(tensors["ema"])
     ema.load_state_dict(meta["ema"])
     optimizer_from_checkpoint(optimizer, tensors.get("optimizer", {}), meta["optimizer"])
+
+
+def network_from_checkpoint(checkpoint: Checkpoint, weights: str, parse_config: Callable[[dict], Any],
+                            build: Callable[[Any, int], torch.nn.Module]) -> tuple[torch.nn.Module, Any, int]:
+    """(network, config, image channels) of a one-network checkpoint, every check made before anything is
+    allocated, so a stranger's file fails with a message: the metadata, the saved configuration
+    (`parse_config`), the parameter count of `build(config, channels)`, then the weights `weights`."""
+    validate_checkpoint_meta(checkpoint, groups=(weights,), meta_keys=("image_channels",))
+    try:
+        config = parse_config(checkpoint.config)
+    except ConfigError as error:
+        raise DataError(f"{checkpoint.path}: its saved configuration is invalid ({error})") from None
+    channels = int(checkpoint.meta["image_channels"])
+    check_parameter_count(count_parameters_without_allocating(lambda: build(config, channels)), str(checkpoint.path))
+    network = build(config, channels)
+    load_state_checked(network, checkpoint.tensors[weights], str(checkpoint.path))
+    return network, config, channels
