@@ -12,6 +12,7 @@ real MNIST digits from ../shared/data/mnist, at small scale (budgets in steps, n
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -266,6 +267,31 @@ def test_the_ablation_table_end_to_end_on_mnist(runs, real_digits, shared_eval, 
     assert (out / "quality_vs_time.png").stat().st_size > 0
 
 
+def test_plain_adds_the_named_baselines_at_their_own_steps(runs, real_digits, tmp_path):
+    out = tmp_path / "ablation"
+    code = main(["ablate-warm-start", str(runs["diffusion"]), "--prior", str(real_digits), "--start-t", "10",
+                 "--sampler", "ddim", "--steps", "3", "--plain", "ddim:7,dpmpp-2m:5,ddim:3", "-n", "4",
+                 "--batch-size", "4", "--out", str(out), "--no-progress", "--device", "cpu"])
+    assert code == 0
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    plain = [(row["sampler"], row["sampler_steps"]) for row in rows if row["kind"] == "plain"]
+    # the NFE-matched baselines first; ddim:3 is one of them already, so it is not repeated
+    assert plain == [("ddpm", 3), ("ddim", 3), ("dpmpp-2m", 3), ("ddim", 7), ("dpmpp-2m", 5)]
+
+
+@pytest.mark.parametrize("plain,message", [("ddim", "--plain must be SAMPLER:STEPS pairs"),
+                                           ("ddim:0", "--plain must be SAMPLER:STEPS pairs"),
+                                           ("nosuch:5", "--plain: 'nosuch' is no sampler"),
+                                           ("ddim:5000", "--plain ddim:5000 has more steps than the model's 50")])
+def test_bad_plain_rows_fail_before_any_work(runs, real_digits, tmp_path, capsys, plain, message):
+    out = tmp_path / "ablation"
+    with pytest.raises(SystemExit) as error:
+        main(["ablate-warm-start", str(runs["diffusion"]), "--prior", str(real_digits), "--start-t", "10",
+              "--plain", plain, "--out", str(out), "--no-progress", "--device", "cpu"])
+    assert error.value.code == 2 and re.search(message, capsys.readouterr().err)
+    assert not out.exists()
+
+
 # ---- bad options fail before any work ------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -302,7 +328,6 @@ def test_bad_warm_start_options_fail_before_any_work(runs, other_size_denoiser, 
         main(["sample", str(runs["diffusion"]), "-n", "2", "--out", str(out), "--no-progress", "--device", "cpu",
               *options])
     assert error.value.code == 2
-    import re
     assert re.search(message, capsys.readouterr().err)
     assert not out.exists()  # nothing was written
 

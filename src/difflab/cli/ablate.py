@@ -32,8 +32,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--steps", type=int, default=None,
                         help="sampler steps over t0 ... 0 (default: the sampler's, at most t0 + 1; DDPM all)")
     parser.add_argument("--eta", type=float, default=0.0, help="eta of DDIM/DPM-Solver++ rows (default 0)")
+    parser.add_argument("--plain", default="", metavar="SAMPLER:STEPS,...",
+                        help="more plain rows from pure noise, at their own step counts, e.g. ddim:50,dpmpp-2m:20 "
+                             "(the best plain samplers to beat at equal time)")
     parser.add_argument("--no-baselines", action="store_true",
-                        help="no plain rows (DDPM, DDIM, DPM-Solver++ from noise at the same NFE) and no prior-alone rows")
+                        help="no plain rows (DDPM, DDIM, DPM-Solver++ from noise at the same NFE) and no "
+                             "prior-alone rows; --plain rows are still made")
     parser.add_argument("--digits", metavar="FILE.py:FUNCTION", default=None,
                         help="a digit classifier for the confident-digit rate, e.g. ../shared/eval/featnet.py:mnist")
     parser.add_argument("-n", "--num-images", type=int, default=1000, help="images per row (default 1000)")
@@ -72,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
     if args.passes is not None and kind != "denoiser":
         raise ConfigError(f"{OPTION} counts denoiser passes; {args.warm_start} is a {kind} prior", option="passes")
     passes = ablation.parse_int_list(args.passes, "passes") if args.passes is not None else [None]
+    extra_plain = ablation.parse_plain(args.plain) if args.plain else []
     loaded = load_for_generation(args)
     require_family(loaded, "diffusion", "ablate-warm-start")
     timesteps = loaded.schedule.timesteps
@@ -79,6 +84,9 @@ def run(args: argparse.Namespace) -> int:
         check_warm_start(args.warm_start, None, start_t, timesteps)
         for sampler in samplers:  # --steps over t0 ... 0
             timesteps_for(timesteps, warm_steps(sampler, args.steps, start_t), args.spacing, start_t)
+    for sampler, steps in extra_plain:
+        if steps > timesteps:
+            raise ConfigError(f"{OPTION} {sampler}:{steps} has more steps than the model's {timesteps}", option="plain")
     prior = load_prior(args.warm_start, loaded.image_shape(), loaded.device)
     digits_network = None
     if args.digits:
@@ -87,8 +95,10 @@ def run(args: argparse.Namespace) -> int:
     warm = ablation.warm_settings(samplers, start_ts, passes, args.steps, prior.label, prior.network_passes,
                                   sampling)
     settings = list(warm)
-    if not args.no_baselines:
-        settings += ablation.plain_settings(warm, timesteps, sampling)
+    if args.no_baselines:
+        settings += ablation.plain_settings([], timesteps, sampling, extra=extra_plain)
+    else:
+        settings += ablation.plain_settings(warm, timesteps, sampling, extra=extra_plain)
         if kind == "gan":
             settings.append(ablation.Setting("prior", "GAN alone (psi 1)", "prior", 0, 1,
                                              options=(("truncation", 1.0),)))

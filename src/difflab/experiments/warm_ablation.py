@@ -22,7 +22,7 @@ from difflab import __version__
 from difflab.errors import OPTION, ConfigError
 from difflab.experiments.study import SamplerSpec
 from difflab.experiments.study_results import Notes, metric_cell
-from difflab.samplers import get_sampler
+from difflab.samplers import SAMPLERS, get_sampler
 
 BASELINE_SAMPLERS = ("ddpm", "ddim", "dpmpp-2m")
 RESULTS_JSON, RESULTS_MARKDOWN, PLOT = "results.json", "results.md", "quality_vs_time.png"
@@ -83,18 +83,35 @@ def warm_settings(samplers: list[str], start_ts: list[int], passes: list[int | N
     return settings
 
 
+def parse_plain(text: str) -> list[tuple[str, int]]:
+    """'ddim:50,dpmpp-2m:20' -> [('ddim', 50), ('dpmpp-2m', 20)]; a ConfigError naming --plain otherwise."""
+    pairs = []
+    for part in (p.strip() for p in str(text).split(",")):
+        name, _, steps = part.partition(":")
+        if not part or not steps.strip().isdigit() or int(steps) < 1:
+            raise ConfigError(f"{OPTION} must be SAMPLER:STEPS pairs such as ddim:50,dpmpp-2m:20; got {text!r}",
+                              option="plain")
+        if name.strip() not in SAMPLERS:
+            raise ConfigError(f"{OPTION}: {name.strip()!r} is no sampler; the samplers are {', '.join(SAMPLERS)}",
+                              option="plain")
+        pairs.append((name.strip(), int(steps)))
+    return pairs
+
+
 def plain_settings(warm: list[Setting], timesteps: int, sampling: dict[str, Any],
-                   samplers: tuple[str, ...] = BASELINE_SAMPLERS) -> list[Setting]:
-    """Each baseline sampler from pure noise at every diffusion NFE a warm row has."""
+                   samplers: tuple[str, ...] = BASELINE_SAMPLERS,
+                   extra: list[tuple[str, int]] = ()) -> list[Setting]:
+    """Each baseline sampler from pure noise at every diffusion NFE a warm row has, then the `extra`
+    (sampler, steps) rows (--plain: the best plain samplers, at their own step counts)."""
     from difflab.generation.generate import sampler_label
+    pairs = [(sampler, n) for n in sorted({s.sampler_steps for s in warm}, reverse=True) for sampler in samplers]
     settings, seen = [], set()
-    for n in sorted({s.sampler_steps for s in warm}, reverse=True):
-        for sampler in samplers:
-            label = f"{sampler_label(sampler, n, timesteps)} from noise"
-            if n <= timesteps and label not in seen:
-                seen.add(label)
-                settings.append(Setting("plain", label, sampler, n, 0, timesteps - 1, None,
-                                        (("sampler", sampler), ("steps", n), *sampling.items())))
+    for sampler, n in [*pairs, *extra]:
+        label = f"{sampler_label(sampler, n, timesteps)} from noise"
+        if n <= timesteps and label not in seen:
+            seen.add(label)
+            settings.append(Setting("plain", label, sampler, n, 0, timesteps - 1, None,
+                                    (("sampler", sampler), ("steps", n), *sampling.items())))
     return settings
 
 

@@ -308,7 +308,8 @@ class QualityMonitor:
         seconds = time.monotonic() - started
         self.state.eval_seconds += seconds
         improved = self._count(float(record[settings.metric]), step)
-        record.update(step=step, seconds=seconds, eval_seconds_total=self.state.eval_seconds,
+        record.update(step=step, run_seconds=run_seconds, seconds=seconds,
+                      eval_seconds_total=self.state.eval_seconds,
                       eval_share=min(1.0, self.state.eval_seconds / max(run_seconds, 1e-9)),
                       best_step=self.state.best_step, metric=settings.metric, features=self.extractor.name)
         self.state.history.append(record)

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Issues 15 and 16 on one GPU, in three calls on a warm machine (the runs of one part stay in .runs/
+# for the next). Everything scored here, with the featnet features (../shared/eval/featnet.py), so
+# no samples need to travel back; $OUT/results.tgz holds the metrics, tables, plots and grids.
+#   PART=train   carry .gpu1 (anime-faces-64px-20k.zip, featnet.py + featnet-cifar10.safetensors,
+#                lbpcascade_animeface.xml). Three runs at once, for MINUTES (default 8.3) each:
+#                the diffusion defaults and the keras-lab recipe, both with the quality monitor
+#                (issue 16: equal wall time, the same shared GPU), and the StyleGAN2 defaults (the
+#                prior of issue 15's GAN rows).
+#   PART=sample  carry .gpu2 (anime-faces-96px-2k.zip, mnist/*.gz, featnet.py + featnet-mnist.safetensors).
+#                1,000 DDIM-50 samples of the default and keras-lab runs' best checkpoints, scored;
+#                issue 15's GAN-prior ablation on the anime faces (alone on the GPU); then, at once,
+#                issue 16's memorisation run on the 2,000-image set (MEM_MINUTES, default 5) and the
+#                MNIST diffusion model (recipe mnist-gpu-minute) and denoiser for issue 15.
+#   PART=mnist   no carry. Issue 15's MNIST ablation (passes x DDPM steps) and the GAN-prior rows
+#                at 5 steps, each alone on the GPU.
+# DEVICE=cpu with small MINUTES/N runs the same commands on a CPU (a dry run of the plumbing).
+set -u
+PART=${PART:?set PART=train, sample or mnist}
+MINUTES=${MINUTES:-8.3}
+N=${N:-1000}
+DEVICE=${DEVICE:-cuda}
+ANIME=.gpu1/anime-faces-64px-20k.zip
+CIFAR_FEATURES=.gpu1/featnet.py:cifar10
+MNIST_FEATURES=.gpu2/featnet.py:mnist
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/src
+difflab() { python3 -m difflab.cli.main "$@" 2>&1 | grep -v -E "Warning|warn\(" ; }
+(nvidia-smi --query-gpu=name,memory.used --format=csv,noheader 2>/dev/null || lscpu | grep "Model name")
+R=.runs/out-r  # kept outside $OUT, packed into $OUT/results.tgz after every phase (a killed call still returns it)
+mkdir -p .runs
+pack() { tar czf $OUT/results.tgz -C .runs out-r; }
+MONITOR="--eval-metric kid --eval-images $N --eval-features $CIFAR_FEATURES --eval-sampler-steps 20 --keep-best"
+FEATURES="--features $CIFAR_FEATURES --detector-weights .gpu1/lbpcascade_animeface.xml"
+SCORE="--real $ANIME $FEATURES"
+keep() {  # run folder -> $R/<name>-*: its logs, plots and last grid
+  local name=$(basename $1)
+  for f in metrics.jsonl summary.json quality.png loss.png config.json; do cp $1/$f $R/$name-$f 2>/dev/null; done
+  cp "$(ls $1/samples/*.png 2>/dev/null | tail -1)" $R/$name-last-grid.png 2>/dev/null
+}
+keep_ablation() {  # ablation folder: its tables and plot, and the first 8 images of every row
+  local name=$(basename $1)
+  for f in results.json results.md quality_vs_time.png; do cp $1/$f $R/$name-$f 2>/dev/null; done
+  python3 - $1 $R/$name-rows.npz <<'PY'
+import sys, numpy as np
+from pathlib import Path
+from PIL import Image
+rows = {}
+for folder in sorted(p for p in Path(sys.argv[1]).iterdir() if p.is_dir()):
+    files = sorted(folder.glob("*.png"), key=lambda p: (len(p.stem), p.stem))[:8]
+    if files:
+        rows[folder.name] = np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])
+np.savez_compressed(sys.argv[2], **rows)
+PY
+}
+score_best() {  # run: 1,000 DDIM-50 samples of its best checkpoint, scored
+  difflab sample $1 --weights best -n $N --sampler ddim --steps 50 --out $1-best50 --no-progress --device $DEVICE | tail -1
+  difflab eval $1-best50 $ANIME $FEATURES --no-progress --json $R/$(basename $1)-best50-scores.json --device $DEVICE | tail -4
+  cp $1-best50/difflab-sample.json $R/$(basename $1)-best50-manifest.json
+}
+case $PART in
+  train)
+    rm -rf .runs/*; mkdir -p $R
+    common="--max-minutes $MINUTES --steps 100000000 --log-every 200 --no-progress ${EXTRA:-}"
+    difflab train $ANIME --out .runs/default $common --eval-every ${EVAL_EVERY:-2000} --holdout 500 $MONITOR \
+      --logger tensorboard > .runs/default.log &
+    difflab train $ANIME --recipe keras-lab --out .runs/keras $common --eval-every ${KERAS_EVAL_EVERY:-3000} \
+      --holdout 500 $MONITOR > .runs/keras.log &
+    difflab train $ANIME --model stylegan2 --out .runs/gan $common > .runs/gan.log &
+    wait
+    for run in default keras gan; do echo "== $run"; tail -5 .runs/$run.log; keep .runs/$run; cp .runs/$run.log $R/; done
+    ls .runs/default/logs/* | head -3 ;;
+  sample)
+    mkdir -p $R; for run in default keras; do score_best .runs/$run; done; pack
+    difflab ablate-warm-start .runs/default --prior .runs/gan --start-t 50,100,200,400 --sampler ddim,dpmpp-2m \
+      --steps 10 --plain ddim:5,ddim:20,ddim:50,dpmpp-2m:5,dpmpp-2m:20 -n $N --batch-size 250 $SCORE \
+      --out .runs/gan-prior-steps10 --no-progress --device $DEVICE | tail -30
+    keep_ablation .runs/gan-prior-steps10; pack
+    common="--steps 100000000 --log-every 200 --no-progress ${EXTRA:-}"
+    difflab train .gpu2/anime-faces-96px-2k.zip --image-size 64 --out .runs/anime2k --max-minutes ${MEM_MINUTES:-5} \
+      $common --eval-every ${MEM_EVAL_EVERY:-1500} --holdout 200 $MONITOR > .runs/anime2k.log &
+    (difflab train mnist --data-root .gpu2/mnist --recipe mnist-gpu-minute --out .runs/mnist $common \
+       --max-minutes ${MNIST_MINUTES:-1} > .runs/mnist.log
+     difflab train mnist --data-root .gpu2/mnist --model denoiser --out .runs/dip $common --image-size 28 --batch-size 256 \
+       --max-minutes ${DIP_MINUTES:-1} > .runs/dip.log) &
+    wait
+    for run in anime2k mnist dip; do echo "== $run"; tail -4 .runs/$run.log; keep .runs/$run; cp .runs/$run.log $R/; done
+    pack ;&
+  mnist)
+    mkdir -p $R
+    python3 - .gpu2/mnist .runs/mnist-real <<'PY'
+import sys
+from pathlib import Path
+from PIL import Image
+from difflab.data.mnist import find_mnist_file, read_idx_images
+out = Path(sys.argv[2]); out.mkdir(parents=True, exist_ok=True)
+for i, image in enumerate(read_idx_images(find_mnist_file([Path(sys.argv[1])], "test"))[:5000]):
+    Image.fromarray(image).save(out / f"{i}.png")
+PY
+    difflab ablate-warm-start .runs/mnist --prior .runs/dip --passes 0,1,2,3,5,10,20,50 --start-t ${MNIST_T0:-100,300,600,999} \
+      --sampler ddpm -n ${MNIST_N:-$N} --batch-size ${MNIST_N:-$N} --real .runs/mnist-real --features $MNIST_FEATURES --digits $MNIST_FEATURES \
+      --afd off --compile ${MNIST_COMPILE:-off} --out .runs/mnist-ablation --no-progress --device $DEVICE | tail -60
+    keep_ablation .runs/mnist-ablation; pack
+    [ "$PART" = sample ] && { ls -la $OUT; exit 0; }
+    difflab ablate-warm-start .runs/default --prior .runs/gan --start-t 50,100,200,400 --sampler ddim,dpmpp-2m \
+      --steps 5 --no-baselines -n $N --batch-size 250 $SCORE --out .runs/gan-prior-steps5 --no-progress \
+      --device $DEVICE | tail -12
+    keep_ablation .runs/gan-prior-steps5 ;;
+esac
+pack
+ls -la $OUT
