@@ -23,8 +23,14 @@ def unet_config(config: TrainConfig, image_channels: int) -> UNetConfig:
     return UNetConfig.from_options(config, image_channels)
 
 
-def build_network(config: TrainConfig, image_channels: int) -> UNet:
-    return UNet(unet_config(config, image_channels))
+def build_network(config: TrainConfig, image_channels: int, input_denoiser: dict | None = None) -> torch.nn.Module:
+    """The run's U-Net; with --input-denoiser, wrapped so that it sees the frozen denoiser's output
+    (families/input_denoiser.py), that denoiser built from `input_denoiser`, the record its checkpoints keep."""
+    network = UNet(unet_config(config, image_channels))
+    if not config.input_denoiser:
+        return network
+    from difflab.families.input_denoiser import with_input_denoiser
+    return with_input_denoiser(network, input_denoiser, image_channels)
 
 
 def build_schedule(config: TrainConfig, device: torch.device | str = "cpu") -> DiffusionSchedule:

@@ -196,6 +196,11 @@ class DiffusionOptions:
     attn_head_channels: int = option(64, "channels per self-attention head (widths above it must be multiples)",
                                      **POSITIVE)
     dropout: float = option(0.0, "dropout in the residual blocks", **FRACTION)
+    input_denoiser: str = option("", "a --model denoiser run (folder or checkpoint) whose output the U-Net sees "
+                                 "instead of x_t, net(clamp(D(x_t), -1, 1), t), in training and sampling; D is frozen "
+                                 "and kept in this run's checkpoints. The course report's failed variant, "
+                                 "measured far worse than plain training (MNIST, 1,000 steps: FD 160 against 7.5; "
+                                 "docs/concepts.md, section 10); '' = off")
     # Diffusion
     timesteps: int = option(1000, "number of diffusion steps T", low=2)
     # (The choices are the registries of difflab.diffusion: a new schedule there is a new choice here.)

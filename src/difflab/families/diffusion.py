@@ -13,6 +13,7 @@ from difflab.build import build_loss, build_network, build_schedule, check_build
 from difflab.config import DiffusionOptions, TrainConfig
 from difflab.diffusion import make_denoiser
 from difflab.families.base import Family, StepContext
+from difflab.families.input_denoiser import INPUT_DENOISER, check_input_denoiser, load_input_denoiser
 from difflab.samplers import sample_ddim
 from difflab.training.checkpoint import load_network_state, network_state
 from difflab.training.ema import EMA
@@ -26,11 +27,15 @@ class DiffusionTrainer:
     def __init__(self, config: TrainConfig, image_channels: int, device: torch.device):
         check_buildable(config)
         self.config, self.device, self.image_channels = config, device, image_channels
-        self.model = build_network(config, image_channels)
+        denoiser, self.input_denoiser = load_input_denoiser(config, image_channels)  # None, None without it
+        self.model = build_network(config, image_channels, self.input_denoiser)
+        if denoiser is not None:
+            self.model.denoiser.load_state_dict(denoiser.state_dict())
         self.model.to(device=device, memory_format=memory_format_for(config, device))
         self.ema = EMA(self.model, decay=config.ema_decay, update_every=config.ema_every,
                        warmup=config.ema_warmup_steps > 0)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, betas=(0.9, config.adam_beta2),
+        trained = [parameter for parameter in self.model.parameters() if parameter.requires_grad]  # not a frozen D
+        self.optimizer = torch.optim.AdamW(trained, lr=config.lr, betas=(0.9, config.adam_beta2),
                                            weight_decay=config.weight_decay, **optimizer_kernel(device))
         self.schedule = build_schedule(config, device)
         self.loss_fn = build_loss(config, self.schedule)
@@ -75,10 +80,14 @@ class DiffusionTrainer:
         return None  # the core already stops on a non-finite loss
 
     def state(self) -> tuple[dict[str, dict[str, Tensor]], dict[str, Any]]:
-        return network_state(self.model, self.ema, self.optimizer)
+        tensors, meta = network_state(self.model, self.ema, self.optimizer)
+        if self.input_denoiser is not None:  # what `sample` rebuilds D from (its weights are in the groups)
+            meta[INPUT_DENOISER] = self.input_denoiser
+        return tensors, meta
 
     def load_state(self, tensors: dict[str, dict[str, Tensor]], meta: dict[str, Any]) -> None:
         load_network_state(self.model, self.ema, self.optimizer, tensors, meta)
+        self.input_denoiser = meta.get(INPUT_DENOISER, self.input_denoiser)  # D as the checkpoint holds it
 
     def preview(self, count: int, seed: int, steps: int | None = None) -> Tensor:
         config = self.config
@@ -90,6 +99,12 @@ class DiffusionTrainer:
         return sample_ddim(denoiser, noise, self.schedule, steps=min(steps, config.timesteps))
 
 
+def check_diffusion_options(config: TrainConfig) -> None:
+    """The checks before any data is read: the network and schedule options, and --input-denoiser's run."""
+    check_buildable(config)
+    check_input_denoiser(config)
+
+
 def load_diffusion_generator(path, device, weights):
     from difflab.generation.model_io import load_model
     return load_model(path, device=device, weights=weights)
@@ -97,4 +112,4 @@ def load_diffusion_generator(path, device, weights):
 
 FAMILY = Family(name="diffusion", help="a denoising diffusion model (DDPM/DDIM/DPM-Solver++ sampling)",
                 options=DiffusionOptions, trainer=DiffusionTrainer, load_generator=load_diffusion_generator,
-                check=check_buildable)
+                check=check_diffusion_options)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -101,7 +102,8 @@ def load_model(path: str | Path, device: str | torch.device | None = None, weigh
         raise DataError(f"{checkpoint.path} is a {family} run; this needs a diffusion model "
                         "(`difflab sample`, `eval` and `compare` take either)")
     # Everything is checked before anything is allocated: a stranger's file fails with a message.
-    network, config, image_channels = network_from_checkpoint(checkpoint, weights, as_config, build_network)
+    build = partial(build_network, input_denoiser=checkpoint.meta.get("input_denoiser"))  # --input-denoiser's D
+    network, config, image_channels = network_from_checkpoint(checkpoint, weights, as_config, build)
     network.to(device).eval().requires_grad_(False)
     return LoadedModel(network, build_schedule(config, device), config, image_channels, checkpoint.step,
                        checkpoint.path)

@@ -114,12 +114,13 @@ def load_prior(source: str | Path, image_shape: tuple[int, int, int], device: to
     from difflab.families import load_generator
     generator = load_generator(source, device=device)
     if tuple(generator.image_shape()) != tuple(image_shape):
-        raise ConfigError(f"{OPTION}: {source} makes images of {_shape(generator.image_shape())}; the diffusion model's "
-                          f"are {_shape(image_shape)}", option="warm_start")
+        raise ConfigError(f"{OPTION}: {source} makes images of {shape_label(generator.image_shape())}; the diffusion "
+                          f"model's are {shape_label(image_shape)}", option="warm_start")
     return Prior(kind, str(source), generator=generator)
 
 
-def _shape(shape) -> str:
+def shape_label(shape) -> str:
+    """"28x28 px, 1 channel" for a (channels, height, width) shape."""
     channels, height, width = shape
     return f"{height}x{width} px, {channels} channel{'s' if channels > 1 else ''}"
 
