@@ -6,7 +6,7 @@
 #                lbpcascade_animeface.xml). Three runs at once, for MINUTES (default 8.3) each:
 #                the diffusion defaults and the keras-lab recipe, both with the quality monitor
 #                (issue 16: equal wall time, the same shared GPU), and the StyleGAN2 defaults (the
-#                prior of issue 15's GAN rows).
+#                prior of issue 15's GAN rows; GAN=0 leaves it out).
 #   PART=sample  carry .gpu2 (anime-faces-96px-2k.zip, mnist/*.gz, featnet.py + featnet-mnist.safetensors).
 #                1,000 DDIM-50 samples of the default and keras-lab runs' best checkpoints, scored;
 #                issue 15's GAN-prior ablation on the anime faces (alone on the GPU); then, at once,
@@ -65,7 +65,7 @@ case $PART in
       --logger tensorboard > .runs/default.log &
     difflab train $ANIME --recipe keras-lab --out .runs/keras $common --eval-every ${KERAS_EVAL_EVERY:-3000} \
       --holdout 500 $MONITOR > .runs/keras.log &
-    difflab train $ANIME --model stylegan2 --out .runs/gan $common > .runs/gan.log &
+    [ "${GAN:-1}" = 1 ] && difflab train $ANIME --model stylegan2 --out .runs/gan $common > .runs/gan.log &
     wait
     for run in default keras gan; do echo "== $run"; tail -5 .runs/$run.log; keep .runs/$run; cp .runs/$run.log $R/; done
     ls .runs/default/logs/* | head -3 ;;
