@@ -85,8 +85,8 @@ def test_nan_loss_stops_with_a_message_and_keeps_last_good_checkpoint(tmp_path, 
     import difflab.families.diffusion as loop  # the diffusion family builds the network
     build_network = loop.build_network
 
-    def network_that_outputs_nan(config, channels):
-        network = build_network(config, channels)
+    def network_that_outputs_nan(config, channels, *more):
+        network = build_network(config, channels, *more)
         network.register_forward_hook(lambda module, inputs, output: output * float("nan"))
         return network
 

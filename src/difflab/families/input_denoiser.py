@@ -58,7 +58,7 @@ def check_input_denoiser(config: Any, image_channels: int | None = None) -> None
         raise ConfigError(f"{OPTION}: {error}", option=INPUT_DENOISER) from None
     family = checkpoint_family(checkpoint.config, checkpoint.meta)
     if family != "denoiser":
-        raise ConfigError(f"{OPTION} must be a --model denoiser run; {source} is a {family} run",
+        raise ConfigError(f"{OPTION} must be a {{option:model}} denoiser run; {source} is a {family} run",
                           option=INPUT_DENOISER)
     if image_channels is None and str(config.image_channels) != "auto":
         image_channels = int(config.image_channels)
@@ -87,7 +87,7 @@ def with_input_denoiser(net: nn.Module, record: Any, image_channels: int) -> Den
     meta entry of a checkpoint; a DataError if the checkpoint lacks it or it does not fit."""
     from difflab.families import make_config
     if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
-        raise DataError("the checkpoint's configuration has an --input-denoiser, but its metadata holds no record "
+        raise DataError("the checkpoint's configuration names an input denoiser, but its metadata holds no record "
                         f"of that denoiser ({INPUT_DENOISER!r}); it is incomplete or from another program")
     if record.get("image_channels") != image_channels:
         raise DataError(f"the checkpoint's input denoiser takes {record.get('image_channels')} channel(s); its "
