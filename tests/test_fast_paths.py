@@ -15,6 +15,7 @@ largest pixel difference under 5% of the [-1, 1] range (measured 0.034).
 from __future__ import annotations
 
 import copy
+import json
 import os
 import sys
 from pathlib import Path
@@ -63,6 +64,11 @@ def inputs(batch: int = 4, size: int = 16, seed: int = 1) -> tuple[torch.Tensor,
 
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-12))
+
+
+def gradients(model: torch.nn.Module) -> torch.Tensor:
+    """Every parameter's gradient, flattened into one vector."""
+    return torch.cat([p.grad.flatten() for p in model.parameters()])
 
 
 # ---- channels_last --------------------------------------------------------------------------
@@ -211,12 +217,11 @@ def test_compiled_network_matches_eager():
     assert relative_error(compiled_out, eager_out) < 1e-4
     eager_out.square().mean().backward()
     compiled_out.square().mean().backward()
-    grads_eager = torch.cat([p.grad.flatten() for p in model.parameters()])
-    grads_compiled = torch.cat([p.grad.flatten() for p in compiled.parameters()])
-    assert relative_error(grads_compiled, grads_eager) < 1e-3
+    assert relative_error(gradients(compiled), gradients(model)) < 1e-3
 
 
-def test_compile_falls_back_to_eager_when_the_compiler_fails(monkeypatch):
+@pytest.mark.parametrize("scope", ["whole", "blocks"])
+def test_compile_falls_back_to_eager_when_the_compiler_fails(monkeypatch, scope):
     _, model = small_setup()
 
     def broken(*args, **kwargs):
@@ -224,8 +229,9 @@ def test_compile_falls_back_to_eager_when_the_compiler_fails(monkeypatch):
 
     monkeypatch.setattr(torch, "compile", broken)
     with pytest.warns(UserWarning, match="training eagerly"):
-        network = compile_or_eager(model, inputs(), enabled=True)
+        network = compile_or_eager(model, inputs(), enabled=True, scope=scope)
     assert network is model
+    assert all(block._compiled_call_impl is None for block in model.compile_regions()), "no block is left compiled"
 
 
 # ---- regional compilation (--compile-scope blocks) and the compile cache (--compile-cache) ------
@@ -274,21 +280,7 @@ def test_block_compiled_network_matches_eager_and_shares_graphs(monkeypatch):
     eager_out.square().mean().backward()
     fast_out.square().mean().backward()
     assert counters["stats"]["unique_graphs"] == graphs, "the second pass recompiled"
-    grads_eager = torch.cat([p.grad.flatten() for p in model.parameters()])
-    grads_fast = torch.cat([p.grad.flatten() for p in fast.parameters()])
-    assert relative_error(grads_fast, grads_eager) < 1e-4
-
-
-def test_block_compile_falls_back_to_an_eager_network(monkeypatch):
-    _, model = small_setup()
-
-    def broken(*args, **kwargs):
-        raise RuntimeError("no C compiler")
-
-    monkeypatch.setattr(torch, "compile", broken)
-    with pytest.warns(UserWarning, match="training eagerly"):
-        network = compile_or_eager(model, inputs(), enabled=True, scope="blocks")
-    assert network is model and all(block._compiled_call_impl is None for block in model.compile_regions())
+    assert relative_error(gradients(fast), gradients(model)) < 1e-4
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -381,6 +373,21 @@ def test_bench_scripts_run_without_a_peer(bench_modules, tmp_path):
     sample = bench_sample.main([*tiny, "--n", "2", "--batch", "2", "--steps", "2", "--warmup-steps", "1"])
     assert train["rows"][0]["images_per_s"] > 0 and train["rows"][0]["forward_gflops_per_image"] > 0
     assert sample["rows"][0]["n"] == 2 and (tmp_path / "train.json").is_file()
+
+
+def test_compile_time_benchmark_runs_its_eager_reference(tmp_path):
+    """benchmarks/compile_time.py end to end on its eager row (a compiled row takes minutes here)."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import compile_time
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    tiny = {k: SMALL[k] for k in ("image_size", "channels", "dim_mults", "res_blocks", "attn_resolutions")}
+    report = compile_time.main(["--device", "cpu", "--batch", "2", "--steps", "1", "--warmup", "1", "--threads", "1",
+                                "--variants", "", "--config", json.dumps(tiny), "--out", str(tmp_path)])
+    (row,) = report["rows"]
+    assert not row["compile"] and row["steady_step_s"] > 0 and row["parameters"] < 10**6
+    assert "| eager | off |" in (tmp_path / "compile-time.md").read_text()
 
 
 # ---- sampling fast paths (generation/fast.py) --------------------------------------------------

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Iterator
 
@@ -79,8 +79,11 @@ def compile_or_eager(model: nn.Module, example: tuple[torch.Tensor, ...], enable
     try:
         if blocks:
             # Dynamo keeps one cache per code object: every block of a class shares its forward's
-            # entries (one per input shape), so allow one entry per block instead of the default 8.
-            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, len(blocks))
+            # entries (one per input shape), so allow one entry per block instead of the default 8
+            # (`cache_size_limit` before torch 2.7).
+            dynamo = torch._dynamo.config
+            limit = "recompile_limit" if hasattr(dynamo, "recompile_limit") else "cache_size_limit"
+            setattr(dynamo, limit, max(getattr(dynamo, limit), len(blocks)))
             for block in blocks:
                 block.compile(**options)
             compiled = model
@@ -139,7 +142,7 @@ def compile_cache(setting: str, enabled: bool = True) -> Iterator[Path | None]:
     AOTAutograd caches are turned off for the duration instead. Not enabled: nothing changes."""
     directory = compile_cache_dir(setting) if enabled else None
     if not enabled or directory is None:
-        with (_caches_off() if enabled else _unchanged()):
+        with (_caches_off() if enabled else nullcontext()):
             yield None
         return
     directory.mkdir(parents=True, exist_ok=True)
@@ -156,15 +159,11 @@ def compile_cache(setting: str, enabled: bool = True) -> Iterator[Path | None]:
 
 
 @contextmanager
-def _unchanged() -> Iterator[None]:
-    yield
-
-
-@contextmanager
 def _caches_off() -> Iterator[None]:
     import torch._functorch.config as functorch_config
     import torch._inductor.config as inductor_config
-    with inductor_config.patch(fx_graph_cache=False), functorch_config.patch(enable_autograd_cache=False):
+    with inductor_config.patch({k: False for k in ("fx_graph_cache",) if hasattr(inductor_config, k)}), \
+            functorch_config.patch({k: False for k in ("enable_autograd_cache",) if hasattr(functorch_config, k)}):
         yield
 
 
