@@ -15,6 +15,7 @@ largest pixel difference under 5% of the [-1, 1] range (measured 0.034).
 from __future__ import annotations
 
 import copy
+import json
 import os
 import sys
 from pathlib import Path
@@ -63,6 +64,11 @@ def inputs(batch: int = 4, size: int = 16, seed: int = 1) -> tuple[torch.Tensor,
 
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-12))
+
+
+def gradients(model: torch.nn.Module) -> torch.Tensor:
+    """Every parameter's gradient, flattened into one vector."""
+    return torch.cat([p.grad.flatten() for p in model.parameters()])
 
 
 # ---- channels_last --------------------------------------------------------------------------
@@ -211,12 +217,11 @@ def test_compiled_network_matches_eager():
     assert relative_error(compiled_out, eager_out) < 1e-4
     eager_out.square().mean().backward()
     compiled_out.square().mean().backward()
-    grads_eager = torch.cat([p.grad.flatten() for p in model.parameters()])
-    grads_compiled = torch.cat([p.grad.flatten() for p in compiled.parameters()])
-    assert relative_error(grads_compiled, grads_eager) < 1e-3
+    assert relative_error(gradients(compiled), gradients(model)) < 1e-3
 
 
-def test_compile_falls_back_to_eager_when_the_compiler_fails(monkeypatch):
+@pytest.mark.parametrize("scope", ["whole", "blocks"])
+def test_compile_falls_back_to_eager_when_the_compiler_fails(monkeypatch, scope):
     _, model = small_setup()
 
     def broken(*args, **kwargs):
@@ -224,8 +229,126 @@ def test_compile_falls_back_to_eager_when_the_compiler_fails(monkeypatch):
 
     monkeypatch.setattr(torch, "compile", broken)
     with pytest.warns(UserWarning, match="training eagerly"):
-        network = compile_or_eager(model, inputs(), enabled=True)
+        network = compile_or_eager(model, inputs(), enabled=True, scope=scope)
     assert network is model
+    assert all(block._compiled_call_impl is None for block in model.compile_regions()), "no block is left compiled"
+
+
+# ---- regional compilation (--compile-scope blocks) and the compile cache (--compile-cache) ------
+def traced_by_aot_eager(monkeypatch) -> None:
+    """torch.compile through Dynamo and AOT autograd only (the aot_eager backend): the graphs and
+    their reuse are the real ones; Inductor's code generation, minutes on this CPU, is left out."""
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda module, **kwargs: real_compile(
+        module, backend="aot_eager", **{k: v for k, v in kwargs.items() if k != "mode"}))
+
+
+def region_signatures(model: torch.nn.Module, example: tuple[torch.Tensor, ...]) -> list[tuple]:
+    """One signature per compile region: its class, its parameters' shapes and its inputs' shapes,
+    i.e. what Dynamo's guards on a shared forward tell apart."""
+    signatures, hooks = [], []
+    for block in model.compile_regions():
+        shapes = tuple(tuple(p.shape) for p in block.parameters())
+        hooks.append(block.register_forward_pre_hook(
+            lambda module, args, shapes=shapes: signatures.append(
+                (type(module).__name__, shapes, tuple(tuple(a.shape) for a in args)))))
+    with torch.no_grad():
+        model(*example)
+    for hook in hooks:
+        hook.remove()
+    return signatures
+
+
+def test_block_compiled_network_matches_eager_and_shares_graphs(monkeypatch):
+    from torch._dynamo.utils import counters
+
+    _, model = small_setup(res_blocks=2)  # two equal blocks at 16 px and at 8 px: graphs to share
+    x, t = inputs()
+    signatures = region_signatures(model, (x, t))
+    traced_by_aot_eager(monkeypatch)
+    torch._dynamo.reset()
+    counters.clear()
+    fast = copy.deepcopy(model)
+    network = compile_or_eager(fast, (x, t), enabled=True, scope="blocks")
+    assert network is fast, "blocks are compiled in place: the module, its state_dict keys and checkpoints stay"
+    assert list(fast.state_dict()) == list(model.state_dict())
+    graphs = counters["stats"]["unique_graphs"]
+    assert graphs == len(set(signatures)) < len(signatures), \
+        f"{len(signatures)} regions, {len(set(signatures))} distinct, {graphs} graphs compiled"
+    eager_out, fast_out = model(x, t), network(x, t)
+    assert relative_error(fast_out.detach(), eager_out.detach()) < 1e-5
+    eager_out.square().mean().backward()
+    fast_out.square().mean().backward()
+    assert counters["stats"]["unique_graphs"] == graphs, "the second pass recompiled"
+    assert relative_error(gradients(fast), gradients(model)) < 1e-4
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--compile-scope", "layers"], "--compile-scope must be one of auto, whole, blocks"),
+    (["--compile-cache", "FILE"], "--compile-cache must be auto, off or a folder"),
+    (["--model", "stylegan2", "--image-size", "16", "--compile-scope", "blocks"],
+     "--compile-scope blocks is for the U-Net families"),
+])
+def test_compile_options_are_checked_before_any_work(tmp_path, capsys, argv, message):
+    from difflab.cli.main import main
+
+    (tmp_path / "file").write_text("not a folder")
+    out = tmp_path / "never-created"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "shapes", "--out", str(out), *[str(tmp_path / "file") if a == "FILE" else a for a in argv]])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_compile_cache_folder_is_where_documented(tmp_path, monkeypatch):
+    import torch._inductor.config as inductor_config
+
+    from difflab.training.speed import COMPILE_CACHE_VARIABLE, compile_cache
+
+    monkeypatch.delenv(COMPILE_CACHE_VARIABLE, raising=False)  # also restores the user's value afterwards
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    documented = tmp_path / "xdg" / "difflab" / "inductor"
+    with compile_cache("auto", enabled=False) as folder:  # not compiling: nothing made, nothing set
+        assert folder is None and COMPILE_CACHE_VARIABLE not in os.environ
+    assert not documented.exists()
+    with compile_cache("auto") as folder:
+        assert folder == documented and documented.is_dir()
+        assert os.environ[COMPILE_CACHE_VARIABLE] == str(documented.resolve())
+    assert COMPILE_CACHE_VARIABLE not in os.environ, "set only while difflab compiles"
+    monkeypatch.setenv(COMPILE_CACHE_VARIABLE, str(tmp_path / "users"))
+    with compile_cache("auto") as folder:  # the user's own setting wins
+        assert folder == tmp_path / "users"
+    with compile_cache(str(tmp_path / "named")) as folder:
+        assert os.environ[COMPILE_CACHE_VARIABLE] == str((tmp_path / "named").resolve())
+    assert os.environ[COMPILE_CACHE_VARIABLE] == str(tmp_path / "users")
+    with compile_cache("off") as folder:
+        assert folder is None and not inductor_config.fx_graph_cache
+    assert inductor_config.fx_graph_cache
+
+
+@pytest.mark.parametrize("setting", ["on", "off"])
+def test_training_makes_the_cache_folder_only_when_it_compiles(tmp_path, monkeypatch, setting):
+    from difflab.training import train
+    from difflab.training.speed import COMPILE_CACHE_VARIABLE
+
+    monkeypatch.delenv(COMPILE_CACHE_VARIABLE, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    seen = []
+
+    def record(module, **kwargs):  # stands in for the compiler: notes the cache folder, stays eager
+        seen.append(os.environ.get(COMPILE_CACHE_VARIABLE))
+        return module
+
+    monkeypatch.setattr(torch, "compile", record)
+    config = TrainConfig.from_dict({**SMALL, "data": "shapes", "out": str(tmp_path / "run"), "batch_size": 4,
+                                    "steps": 1, "save_every": 1, "grid_images": 0, "workers": 0,
+                                    "compile": setting, "compile_scope": "blocks"}).validate()
+    train(config, progress=False)
+    documented = tmp_path / "xdg" / "difflab" / "inductor"
+    assert documented.is_dir() == (setting == "on")
+    assert seen == ([str(documented.resolve())] * len(seen) if setting == "on" else [])
+    assert len(seen) == (len(build_network(config, 3).compile_regions()) if setting == "on" else 0)
 
 
 # ---- the benchmark scripts themselves (tiny, no peer) ------------------------------------------
@@ -250,6 +373,21 @@ def test_bench_scripts_run_without_a_peer(bench_modules, tmp_path):
     sample = bench_sample.main([*tiny, "--n", "2", "--batch", "2", "--steps", "2", "--warmup-steps", "1"])
     assert train["rows"][0]["images_per_s"] > 0 and train["rows"][0]["forward_gflops_per_image"] > 0
     assert sample["rows"][0]["n"] == 2 and (tmp_path / "train.json").is_file()
+
+
+def test_compile_time_benchmark_runs_its_eager_reference(tmp_path):
+    """benchmarks/compile_time.py end to end on its eager row (a compiled row takes minutes here)."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import compile_time
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    tiny = {k: SMALL[k] for k in ("image_size", "channels", "dim_mults", "res_blocks", "attn_resolutions")}
+    report = compile_time.main(["--device", "cpu", "--batch", "2", "--steps", "1", "--warmup", "1", "--threads", "1",
+                                "--variants", "", "--config", json.dumps(tiny), "--out", str(tmp_path)])
+    (row,) = report["rows"]
+    assert not row["compile"] and row["steady_step_s"] > 0 and row["parameters"] < 10**6
+    assert "| eager | off |" in (tmp_path / "compile-time.md").read_text()
 
 
 # ---- sampling fast paths (generation/fast.py) --------------------------------------------------

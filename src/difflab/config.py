@@ -138,6 +138,17 @@ class RunOptions(Options):
     cuda_graphs: str = option("auto", "record the network's forward and backward as CUDA graphs on one GPU: auto = "
                               "with --compile (its reduce-overhead mode); on = also without it (the compiler's "
                               "cudagraphs backend; measured no faster for eager kernels); off", ("auto", "on", "off"))
+    compile_scope: str = option("auto", "what --compile compiles: whole (the network as one graph), blocks (each "
+                                "repeated U-Net block on its own, PyTorch's regional compilation: blocks of one shape "
+                                "share a graph, the code between them runs eagerly; with --cuda-graphs each block is "
+                                "graphed on its own), or auto (whole, until blocks is measured on a GPU)",
+                                ("auto", "whole", "blocks"))
+    compile_cache: str = option("auto", "where torch.compile keeps its on-disk caches (Inductor's FX-graph, "
+                                "AOTAutograd and Triton caches), so that a later run of the same shapes compiles in "
+                                "seconds: auto = $TORCHINDUCTOR_CACHE_DIR if set, else $XDG_CACHE_HOME/difflab/inductor "
+                                "(~/.cache/difflab/inductor); a folder; or off (no cache read or written). difflab "
+                                "sets TORCHINDUCTOR_CACHE_DIR only while it compiles, and only when it compiles; the "
+                                "cache is never pruned")
     channels_last: bool = option(False, "channels-last memory layout on GPU. Off by default: eager bf16 passes ran "
                                  "slower with it on an H100 (benchmarks/profile_gpu.py)")
     workers: int = option(-1, "data-loading worker processes (-1 = automatic)", low=-1)
@@ -176,8 +187,10 @@ class RunOptions(Options):
             raise ConfigError("{option} is required: the run folder for checkpoints and samples", option="out")
         from difflab.training.monitor import MonitorSettings
         from difflab.training.trackers import check_logger
+        from difflab.training.speed import compile_cache_dir
         MonitorSettings.from_options(self).check()
         check_logger(self.logger)
+        compile_cache_dir(self.compile_cache)  # a ConfigError now for a cache path that cannot be a folder
 
 
 @dataclass

@@ -42,7 +42,7 @@ from difflab.families.base import Family, StepContext
 from difflab.network import UNet
 from difflab.training.checkpoint import load_network_state, network_state
 from difflab.training.ema import EMA
-from difflab.training.speed import compile_or_eager, optimizer_kernel
+from difflab.training.speed import compile_or_eager, optimizer_kernel, resolve_compile_scope
 
 
 @dataclass
@@ -140,7 +140,8 @@ class DenoiserTrainer:
 
     def prepare(self, prepare: Callable[..., Any], example_images: Tensor, compile: bool, cuda_graphs: bool) -> None:
         example = (example_images, torch.zeros(example_images.shape[0], device=example_images.device))
-        network = compile_or_eager(self.model, example, enabled=compile, cuda_graphs=False)
+        network = compile_or_eager(self.model, example, enabled=compile, cuda_graphs=False,
+                                   scope=resolve_compile_scope(self.config.compile_scope))
         self.network, self.optimizer = prepare(network, self.optimizer)
         self.network.train()
 

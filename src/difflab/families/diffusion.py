@@ -18,7 +18,7 @@ from difflab.samplers import sample_ddim
 from difflab.training.checkpoint import load_network_state, network_state
 from difflab.training.ema import EMA
 from difflab.training.lr_schedule import learning_rate
-from difflab.training.speed import compile_or_eager, memory_format_for, optimizer_kernel
+from difflab.training.speed import compile_or_eager, memory_format_for, optimizer_kernel, resolve_compile_scope
 
 
 class DiffusionTrainer:
@@ -46,7 +46,8 @@ class DiffusionTrainer:
     def prepare(self, prepare: Callable[..., Any], example_images: Tensor, compile: bool, cuda_graphs: bool) -> None:
         example = (example_images, torch.zeros(example_images.shape[0], device=example_images.device))
         self.cuda_graphs = cuda_graphs
-        network = compile_or_eager(self.model, example, enabled=compile, cuda_graphs=cuda_graphs)
+        network = compile_or_eager(self.model, example, enabled=compile, cuda_graphs=cuda_graphs,
+                                   scope=resolve_compile_scope(self.config.compile_scope))
         self.network, self.optimizer = prepare(network, self.optimizer)
         self.network.train()
 

@@ -172,5 +172,12 @@ class UNet(nn.Module):
             h = level(h, embedding, skips)
         return self.head_conv(F.silu(self.head_norm(h)))
 
+    def compile_regions(self) -> list[nn.Module]:
+        """The repeated blocks that `--compile-scope blocks` compiles one by one (PyTorch's regional
+        compilation): every encoder and decoder block (a ResBlock, with its attention where the
+        level attends) and the middle block. Blocks of equal widths and map size share a graph."""
+        levels = [*self.encoder, *self.decoder]
+        return [block for level in levels for block in level.blocks] + [self.middle]
+
     def num_parameters(self) -> int:
         return sum(parameter.numel() for parameter in self.parameters())

@@ -3,9 +3,14 @@ from __future__ import annotations
 
 import os
 import warnings
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Iterator
 
 import torch
 from torch import nn
+
+from difflab.errors import OPTION, ConfigError
 
 
 COMPILE_AUTO_MIN_STEPS = 2000
@@ -40,12 +45,23 @@ def use_cuda_graphs(setting: str, compiled: bool, device: torch.device, processe
     return compiled or setting == "on"
 
 
+def resolve_compile_scope(setting: str) -> str:
+    """--compile-scope: `auto` compiles the whole network, as before blocks existed. Blocks compile
+    fewer graphs but leave the code between them eager and cut the step into separate graphs; which
+    wins within an 8-minute run is measured by benchmarks/compile_time.py (benchmarks/RESULTS.md,
+    issue 17), on a CPU so far, not yet on a GPU."""
+    return "whole" if setting == "auto" else setting
+
+
 def compile_or_eager(model: nn.Module, example: tuple[torch.Tensor, ...], enabled: bool,
-                     backward: bool = True, cuda_graphs: bool = False) -> nn.Module:
+                     backward: bool = True, cuda_graphs: bool = False, scope: str = "whole") -> nn.Module:
     """The network as the training step runs it, checked by one forward (and backward) pass
     on `example`:
     - `enabled`: torch.compile (Inductor: fused kernels), with `cuda_graphs` in its
-      "reduce-overhead" mode;
+      "reduce-overhead" mode. `scope` "whole" compiles the network as one graph and returns the
+      compiled wrapper; "blocks" compiles each of `model.compile_regions()` in place (regional
+      compilation: blocks of the same structure and input shapes share one graph) and returns
+      `model` itself, its glue code (stem, resampling, skips, head) eager;
     - only `cuda_graphs`: torch.compile's "cudagraphs" backend, which records the eager
       kernels of forward and backward as CUDA graphs without generating code (seconds to
       set up instead of a minute or more);
@@ -55,11 +71,24 @@ def compile_or_eager(model: nn.Module, example: tuple[torch.Tensor, ...], enable
     caller marks each step's start with `torch.compiler.cudagraph_mark_step_begin()`."""
     if not (enabled or cuda_graphs):
         return model
+    if enabled:
+        options = {"mode": "reduce-overhead" if cuda_graphs else None, "dynamic": False}
+    else:
+        options = {"backend": "cudagraphs", "dynamic": False}
+    blocks = compile_regions(model) if enabled and scope == "blocks" else []
     try:
-        if enabled:
-            compiled = torch.compile(model, mode="reduce-overhead" if cuda_graphs else None, dynamic=False)
+        if blocks:
+            # Dynamo keeps one cache per code object: every block of a class shares its forward's
+            # entries (one per input shape), so allow one entry per block instead of the default 8
+            # (`cache_size_limit` before torch 2.7).
+            dynamo = torch._dynamo.config
+            limit = "recompile_limit" if hasattr(dynamo, "recompile_limit") else "cache_size_limit"
+            setattr(dynamo, limit, max(getattr(dynamo, limit), len(blocks)))
+            for block in blocks:
+                block.compile(**options)
+            compiled = model
         else:
-            compiled = torch.compile(model, backend="cudagraphs", dynamic=False)
+            compiled = torch.compile(model, **options)
         if cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()
         output = compiled(*example)
@@ -70,8 +99,82 @@ def compile_or_eager(model: nn.Module, example: tuple[torch.Tensor, ...], enable
     except Exception as error:  # the compiler raises many types; any failure means "use eager"
         warnings.warn(f"torch.compile failed ({type(error).__name__}: {error}); training eagerly "
                       "(as with compile and cuda_graphs off)")
+        for block in blocks:
+            block._compiled_call_impl = None  # what nn.Module.compile set: undone, the block is eager again
         model.zero_grad(set_to_none=True)
         return model
+
+
+def compile_regions(model: nn.Module) -> list[nn.Module]:
+    """The repeated blocks `--compile-scope blocks` compiles: those the network lists in its
+    `compile_regions()` (the U-Net: its residual/attention blocks and its middle block)."""
+    regions = getattr(model, "compile_regions", None)
+    if regions is None:
+        raise ConfigError(f"{OPTION} blocks needs a network that lists its repeated blocks; "
+                          f"{type(model).__name__} does not (use whole)", option="compile_scope")
+    return list(regions())
+
+
+COMPILE_CACHE_VARIABLE = "TORCHINDUCTOR_CACHE_DIR"
+
+
+def compile_cache_dir(setting: str) -> Path | None:
+    """The folder --compile-cache names (None for off), without creating it: auto is
+    $TORCHINDUCTOR_CACHE_DIR when the user set it, else $XDG_CACHE_HOME/difflab/inductor
+    (~/.cache/difflab/inductor). ConfigError for a path that cannot be a folder."""
+    if setting == "off":
+        return None
+    if setting == "auto":
+        if os.environ.get(COMPILE_CACHE_VARIABLE):
+            return Path(os.environ[COMPILE_CACHE_VARIABLE])
+        return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "difflab" / "inductor"
+    directory = Path(setting).expanduser()
+    if not setting.strip() or (directory.exists() and not directory.is_dir()):
+        raise ConfigError(f"{OPTION} must be auto, off or a folder; got {setting!r}", option="compile_cache")
+    return directory
+
+
+@contextmanager
+def compile_cache(setting: str, enabled: bool = True) -> Iterator[Path | None]:
+    """While difflab compiles (`enabled`), point Inductor's on-disk caches at the --compile-cache
+    folder (created here), by setting TORCHINDUCTOR_CACHE_DIR for the duration and restoring it
+    after; the compiler's worker processes start inside and keep it. `off`: the FX-graph and
+    AOTAutograd caches are turned off for the duration instead. Not enabled: nothing changes."""
+    directory = compile_cache_dir(setting) if enabled else None
+    if not enabled or directory is None:
+        with (_caches_off() if enabled else nullcontext()):
+            yield None
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    before = os.environ.get(COMPILE_CACHE_VARIABLE)
+    os.environ[COMPILE_CACHE_VARIABLE] = str(directory.resolve())
+    _forget_cache_paths()
+    try:
+        yield directory
+    finally:
+        if before is None:
+            os.environ.pop(COMPILE_CACHE_VARIABLE, None)
+        else:
+            os.environ[COMPILE_CACHE_VARIABLE] = before
+
+
+@contextmanager
+def _caches_off() -> Iterator[None]:
+    import torch._functorch.config as functorch_config
+    import torch._inductor.config as inductor_config
+    with inductor_config.patch({k: False for k in ("fx_graph_cache",) if hasattr(inductor_config, k)}), \
+            functorch_config.patch({k: False for k in ("enable_autograd_cache",) if hasattr(functorch_config, k)}):
+        yield
+
+
+def _forget_cache_paths() -> None:
+    """Inductor memoises paths under its cache folder; drop them so a new folder takes effect
+    (what torch's own temporary_cache_dir does; a private helper, so guarded)."""
+    try:
+        from torch._inductor.utils import clear_caches
+        clear_caches()
+    except Exception:
+        pass
 
 
 def memory_format_for(config, device: torch.device) -> torch.memory_format:

@@ -83,6 +83,9 @@ def check_stylegan2_options(config) -> None:
         raise ConfigError("{option} fp16 is not available for {option:model} stylegan2: it would need a loss "
                           "scaler per network; use bf16 (the default on GPUs that have it) or no",
                           option="mixed_precision")
+    if getattr(config, "compile_scope", None) == "blocks":
+        raise ConfigError("{option} blocks is for the U-Net families (diffusion, denoiser); {option:model} stylegan2 "
+                          "compiles its main passes whole", option="compile_scope")
 
 
 # A small GAN for MNIST at 32 px that one CPU thread trains in about 4 minutes (tests/test_stylegan2.py

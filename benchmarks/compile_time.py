@@ -1,0 +1,255 @@
+"""Issue 17, item 3: how long `--compile on` takes before the first training step, cold and with a
+warm compile cache, for each `--compile-scope`, and what the steady step costs afterwards.
+
+Each measurement runs in a fresh Python process (in-process caches would make every compile after
+the first warm). Per variant (scope x CUDA-graphs setting) a fresh folder holds the
+`--compile-cache` folder and the process's TMPDIR (where Inductor keeps its precompiled C++
+headers), so "cold" is a first compile on this machine; "warm" is a second process with the same
+folders. One eager process gives the uncompiled step for reference.
+
+The process builds `DiffusionTrainer` from the run's defaults (`TrainConfig()`: the 64 px network,
+16.4M parameters) with `--batch-size`, then times, from the start of `trainer.prepare` (the
+library's `compile_or_eager`, inside `compile_cache`, under the run's autocast, as
+`training/loop.py` calls it): the first training step (`first_step_s`) and the first `--warmup`
+steps (`ready_s`: with CUDA graphs the second and third calls record them); then `--steps` more
+steps give the steady seconds per step. "8-min steps" is warmup + (480 s - ready_s) / steady step:
+the steps a run with that budget would make if nothing else took time.
+
+    python benchmarks/compile_time.py --batch 8 --threads 2 --out DIR          # the CPU proxy
+    python benchmarks/compile_time.py --out $OUT/compile-time                  # a GPU: batch 64
+    python benchmarks/compile_time.py --variants whole:auto,blocks:auto,blocks:off --out ...
+
+It prints a table and writes DIR/compile-time.json and DIR/compile-time.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from contextlib import nullcontext
+from pathlib import Path
+
+BUDGET_SECONDS = 480.0  # the issue's default run: 8 minutes
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--batch", type=int, default=64, help="batch size (the run's default: 64)")
+    parser.add_argument("--variants", default="whole:auto,blocks:auto",
+                        help="comma-separated SCOPE:CUDA_GRAPHS pairs (--compile-scope, --cuda-graphs)")
+    parser.add_argument("--no-eager", action="store_true", help="skip the eager reference process")
+    parser.add_argument("--steps", type=int, default=20, help="timed steady steps")
+    parser.add_argument("--warmup", type=int, default=3, help="steps before the steady ones (incl. the first)")
+    parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads on the CPU (0: torch's)")
+    parser.add_argument("--config", default="{}", help="JSON overrides of TrainConfig (e.g. a smaller network)")
+    parser.add_argument("--out", default="", help="folder for compile-time.json and compile-time.md")
+    parser.add_argument("--keep-caches", action="store_true", help="leave the cache folders (their paths print)")
+    # one measurement (the child process)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--compile", default="on", help=argparse.SUPPRESS)
+    parser.add_argument("--scope", default="whole", help=argparse.SUPPRESS)
+    parser.add_argument("--cuda-graphs", default="auto", help=argparse.SUPPRESS)
+    parser.add_argument("--cache", default="off", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+# ---- one measurement, in its own process ----------------------------------------------------------
+def measure(args: argparse.Namespace) -> dict:
+    import torch
+    from torch._dynamo.utils import counters
+
+    from difflab.config import TrainConfig
+    from difflab.families.base import StepContext
+    from difflab.families.diffusion import DiffusionTrainer
+    from difflab.generation import autocast_for
+    from difflab.training.speed import (compile_cache, resolve_compile_scope, resolve_mixed_precision, should_compile,
+                                        use_cuda_graphs)
+
+    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+                          else "cpu")
+    if args.threads and device.type == "cpu":
+        torch.set_num_threads(args.threads)
+    config = TrainConfig(**{"data": "random", "out": "unused", **json.loads(args.config), "batch_size": args.batch,
+                            "compile": args.compile, "compile_scope": args.scope, "cuda_graphs": args.cuda_graphs,
+                            "compile_cache": args.cache}).validate()
+    precision = resolve_mixed_precision(config.mixed_precision, device)
+    compiling = should_compile(config.compile, device)
+    cuda_graphs = use_cuda_graphs(config.cuda_graphs, compiling, device)
+    torch.manual_seed(0)
+    trainer = DiffusionTrainer(config, 3, device)
+    shape = (args.batch, 3, config.image_size, config.image_size)
+    example = torch.zeros(shape, device=device)
+    images = torch.rand(shape, generator=torch.Generator().manual_seed(1)).mul(2).sub(1).to(device)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def step(index: int) -> None:
+        context = StepContext(step=index, run_seconds=0.0,
+                              generator=torch.Generator(device).manual_seed(index),
+                              autocast=lambda: autocast_for(device, precision), backward=lambda loss: loss.backward(),
+                              no_sync=lambda module: nullcontext(), clip_grad_norm=torch.nn.utils.clip_grad_norm_)
+        trainer.train_step(images, context)
+
+    sync()  # CUDA's context and the data are ready before the clock starts
+    load = os.getloadavg()[0]
+    counters.clear()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        started = time.perf_counter()
+        with compile_cache(config.compile_cache, enabled=compiling), autocast_for(device, precision):
+            trainer.prepare(lambda *objects: objects, example, compiling, cuda_graphs)
+        prepared = time.perf_counter() - started
+        step(0)
+        sync()
+        first_step = time.perf_counter() - started
+        for index in range(1, args.warmup):
+            step(index)
+        sync()
+        ready = time.perf_counter() - started
+    fell_back = [str(w.message)[:200] for w in caught if "torch.compile failed" in str(w.message)]
+    times = []
+    for index in range(args.warmup, args.warmup + args.steps):
+        begin = time.perf_counter()
+        step(index)
+        sync()
+        times.append(time.perf_counter() - begin)
+    steady = statistics.median(times)
+    cache_dir = Path(args.cache) if args.cache not in ("off", "auto") else None
+    cache_bytes = sum(f.stat().st_size for f in cache_dir.rglob("*") if f.is_file()) if cache_dir else 0
+    return {
+        "compile": compiling, "scope": resolve_compile_scope(config.compile_scope) if compiling else "-",
+        "cuda_graphs": cuda_graphs, "batch": args.batch, "precision": precision, "device": device_name(device),
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "load_average_1min": load,
+        "prepare_s": prepared, "first_step_s": first_step, "ready_s": ready, "warmup_steps": args.warmup,
+        "steady_step_s": steady, "steady_step_min_s": min(times), "fell_back_to_eager": fell_back,
+        "unique_graphs": counters["stats"]["unique_graphs"], "graph_breaks": sum(counters["graph_break"].values()),
+        "fx_graph_cache": {k: v for k, v in counters["inductor"].items() if k.startswith("fxgraph_cache")},
+        "aot_autograd_cache": {k: v for k, v in counters["aot_autograd"].items() if k.startswith("autograd_cache")},
+        "cache_mib": cache_bytes / 2**20,
+        "parameters": sum(p.numel() for p in trainer.model.parameters()),
+    }
+
+
+def device_name(device) -> str:
+    import torch
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return cpu_model()
+
+
+def cpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
+    except Exception:
+        return platform.processor() or "unknown CPU"
+
+
+# ---- the driver ------------------------------------------------------------------------------------
+def run_child(args: argparse.Namespace, env: dict, **child) -> dict:
+    command = [sys.executable, os.path.abspath(__file__), "--child", "--device", args.device, "--batch", str(args.batch),
+               "--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads),
+               "--config", args.config, *[f"--{k.replace('_', '-')}={v}" for k, v in child.items()]]
+    process = subprocess.run(command, env=env, capture_output=True, text=True)
+    lines = [line for line in process.stdout.splitlines() if line.startswith("RESULT ")]
+    if process.returncode or not lines:
+        sys.stderr.write(process.stdout[-3000:] + process.stderr[-5000:])
+        raise SystemExit(f"measurement {child} failed (exit {process.returncode})")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def rows_for(args: argparse.Namespace, report) -> list[dict]:
+    """Every measurement, `report(rows)` after each (so a run cut short keeps what it measured)."""
+    rows = []
+
+    def add(row: dict) -> None:
+        rows.append(row)
+        print_row(row)
+        report(rows)
+
+    base_env = {k: v for k, v in os.environ.items() if k not in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")}
+    if not args.no_eager:
+        add({"cache": "-", **run_child(args, base_env, compile="off")})
+    for variant in filter(None, args.variants.split(",")):
+        scope, graphs = variant.split(":")
+        root = Path(tempfile.mkdtemp(prefix=f"difflab-compile-{scope}-{graphs}-"))
+        (root / "tmp").mkdir()
+        env = {**base_env, "TMPDIR": str(root / "tmp"), "XDG_CACHE_HOME": str(root / "xdg")}
+        for state in ("cold", "warm"):
+            add({"cache": state, "variant": variant,
+                 **run_child(args, env, scope=scope, cuda_graphs=graphs, cache=str(root / "inductor"))})
+        if args.keep_caches:
+            print(f"caches of {variant}: {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+    return rows
+
+
+def eight_minute_steps(row: dict) -> int:
+    return int(row["warmup_steps"] + max(0.0, BUDGET_SECONDS - row["ready_s"]) / row["steady_step_s"])
+
+
+HEADER = ("| scope | CUDA graphs | cache | first step (s) | ready (s) | vs whole/cold | steady step (ms) "
+          "| vs whole | graphs | FX cache hit/miss | 8-min steps |")
+
+
+def table(rows: list[dict]) -> str:
+    reference = next((r for r in rows if r["scope"] == "whole" and r["cache"] == "cold"), None)
+    lines = [HEADER, "|" + "---|" * HEADER.count(" | ") + "---|"]
+    for row in rows:
+        fx = row["fx_graph_cache"]
+        first_ratio = f"{row['first_step_s'] / reference['first_step_s']:.2f}x" if reference and row["compile"] else "-"
+        step_ratio = f"{row['steady_step_s'] / reference['steady_step_s']:.2f}x" if reference else "-"
+        lines.append(f"| {row['scope'] if row['compile'] else 'eager'} | {'on' if row['cuda_graphs'] else 'off'} "
+                     f"| {row['cache']} | {row['first_step_s']:.1f} | {row['ready_s']:.1f} | {first_ratio} "
+                     f"| {1000 * row['steady_step_s']:.1f} | {step_ratio} | {row['unique_graphs']} "
+                     f"| {fx.get('fxgraph_cache_hit', 0)}/{fx.get('fxgraph_cache_miss', 0)} "
+                     f"| {eight_minute_steps(row):,} |")
+    return "\n".join(lines)
+
+
+def print_row(row: dict) -> None:
+    note = f" FELL BACK TO EAGER: {row['fell_back_to_eager'][0]}" if row["fell_back_to_eager"] else ""
+    print(f"  {row['scope']:<6} graphs={'on' if row['cuda_graphs'] else 'off':<3} cache={row['cache']:<4} "
+          f"first step {row['first_step_s']:7.1f} s  steady {1000 * row['steady_step_s']:8.1f} ms  "
+          f"graphs {row['unique_graphs']}  load {row['load_average_1min']:.1f}{note}", flush=True)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if args.child:
+        print("RESULT " + json.dumps(measure(args), sort_keys=True), flush=True)
+        return {}
+    started = time.time()
+    command = "python benchmarks/compile_time.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    report: dict = {}
+
+    def write(rows: list[dict]) -> None:
+        report.update(command=command, device=rows[0]["device"], torch=rows[0]["torch"], batch=args.batch,
+                      wall_s=time.time() - started, rows=rows)
+        report["text"] = (f"{rows[0]['device']}, torch {rows[0]['torch']}, batch {args.batch}, {rows[0]['precision']}, "
+                          f"{rows[0]['threads']} threads\n\n{table(rows)}\n")
+        if args.out:
+            out = Path(args.out)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "compile-time.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+            (out / "compile-time.md").write_text(f"`{command}`\n\n{report['text']}")
+
+    rows_for(args, write)
+    print("\n" + report["text"])
+    return report
+
+
+if __name__ == "__main__":
+    main()
