@@ -52,6 +52,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads on the CPU (0: torch's)")
     parser.add_argument("--config", default="{}", help="JSON overrides of TrainConfig (e.g. a smaller network)")
     parser.add_argument("--out", default="", help="folder for compile-time.json and compile-time.md")
+    parser.add_argument("--child-timeout", type=float, default=540.0, help="seconds one measurement may take")
     parser.add_argument("--keep-caches", action="store_true", help="leave the cache folders (their paths print)")
     # one measurement (the child process)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -161,11 +162,15 @@ def run_child(args: argparse.Namespace, env: dict, **child) -> dict:
     command = [sys.executable, os.path.abspath(__file__), "--child", "--device", args.device, "--batch", str(args.batch),
                "--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads),
                "--config", args.config, *[f"--{k.replace('_', '-')}={v}" for k, v in child.items()]]
-    process = subprocess.run(command, env=env, capture_output=True, text=True)
+    try:
+        process = subprocess.run(command, env=env, capture_output=True, text=True, timeout=args.child_timeout)
+    except subprocess.TimeoutExpired as expired:
+        return {"error": f"timed out after {args.child_timeout} s", "child": child,
+                "output_tail": str(expired.stderr or "")[-3000:]}
     lines = [line for line in process.stdout.splitlines() if line.startswith("RESULT ")]
-    if process.returncode or not lines:
-        sys.stderr.write(process.stdout[-3000:] + process.stderr[-5000:])
-        raise SystemExit(f"measurement {child} failed (exit {process.returncode})")
+    if process.returncode or not lines:  # a row that says so; the other variants still run
+        return {"error": f"exit {process.returncode}", "child": child,
+                "output_tail": (process.stdout[-2000:] + process.stderr[-4000:])}
     return json.loads(lines[-1][len("RESULT "):])
 
 
@@ -189,6 +194,8 @@ def rows_for(args: argparse.Namespace, report) -> list[dict]:
         for state in ("cold", "warm"):
             add({"cache": state, "variant": variant,
                  **run_child(args, env, scope=scope, cuda_graphs=graphs, cache=str(root / "inductor"))})
+            if "error" in rows[-1]:
+                break  # no warm run after a failed cold one
         if args.keep_caches:
             print(f"caches of {variant}: {root}")
         else:
@@ -205,9 +212,13 @@ HEADER = ("| scope | CUDA graphs | cache | first step (s) | ready (s) | vs whole
 
 
 def table(rows: list[dict]) -> str:
-    reference = next((r for r in rows if r["scope"] == "whole" and r["cache"] == "cold"), None)
+    reference = next((r for r in rows if r.get("scope") == "whole" and r["cache"] == "cold"), None)
     lines = [HEADER, "|" + "---|" * HEADER.count(" | ") + "---|"]
     for row in rows:
+        if "error" in row:
+            lines.append(f"| {row['child'].get('scope', 'eager')} | {row['child'].get('cuda_graphs', '-')} "
+                         f"| {row['cache']} | failed: {row['error']} |")
+            continue
         fx = row["fx_graph_cache"]
         first_ratio = f"{row['first_step_s'] / reference['first_step_s']:.2f}x" if reference and row["compile"] else "-"
         step_ratio = f"{row['steady_step_s'] / reference['steady_step_s']:.2f}x" if reference else "-"
@@ -220,6 +231,9 @@ def table(rows: list[dict]) -> str:
 
 
 def print_row(row: dict) -> None:
+    if "error" in row:
+        print(f"  {row['child']} cache={row['cache']}: FAILED ({row['error']})\n{row['output_tail']}", flush=True)
+        return
     note = f" FELL BACK TO EAGER: {row['fell_back_to_eager'][0]}" if row["fell_back_to_eager"] else ""
     print(f"  {row['scope']:<6} graphs={'on' if row['cuda_graphs'] else 'off':<3} cache={row['cache']:<4} "
           f"first step {row['first_step_s']:7.1f} s  steady {1000 * row['steady_step_s']:8.1f} ms  "
@@ -236,10 +250,11 @@ def main(argv=None) -> dict:
     report: dict = {}
 
     def write(rows: list[dict]) -> None:
-        report.update(command=command, device=rows[0]["device"], torch=rows[0]["torch"], batch=args.batch,
-                      wall_s=time.time() - started, rows=rows)
-        report["text"] = (f"{rows[0]['device']}, torch {rows[0]['torch']}, batch {args.batch}, {rows[0]['precision']}, "
-                          f"{rows[0]['threads']} threads\n\n{table(rows)}\n")
+        first = next((row for row in rows if "error" not in row), None)
+        about = (f"{first['device']}, torch {first['torch']}, batch {args.batch}, {first['precision']}, "
+                 f"{first['threads']} threads" if first else "every measurement failed")
+        report.update(command=command, device=first and first["device"], torch=first and first["torch"],
+                      batch=args.batch, wall_s=time.time() - started, rows=rows, text=f"{about}\n\n{table(rows)}\n")
         if args.out:
             out = Path(args.out)
             out.mkdir(parents=True, exist_ok=True)
