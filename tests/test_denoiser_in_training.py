@@ -83,6 +83,8 @@ def test_the_wrapper_is_the_network_on_the_clamped_denoiser_estimate():
     assert wrapped.training and wrapped.net.training and not wrapped.denoiser.training
     assert not any(p.requires_grad for p in wrapped.denoiser.parameters())
     assert all(p.requires_grad for p in wrapped.net.parameters())
+    assert wrapped.compile_regions() == list(net.compile_regions())  # --compile-scope blocks: the U-Net's, not D's
+    assert not {id(m) for m in wrapped.compile_regions()} & {id(m) for m in denoiser.modules()}
 
 
 def test_training_leaves_the_denoiser_bit_identical(runs):

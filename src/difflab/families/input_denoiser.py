@@ -36,6 +36,10 @@ class DenoisedInput(nn.Module):
         self.denoiser.eval()  # a fixed function: its dropout, if any, stays off
         return self
 
+    def compile_regions(self) -> list[nn.Module]:
+        """--compile-scope blocks: the trained network's repeated blocks; D, a fixed function, stays eager."""
+        return list(self.net.compile_regions())
+
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
         return self.net(denoise(self.denoiser, x).clamp(-1, 1), t)  # D's output dtype kept (autocast, bf16 copies)
 
