@@ -15,6 +15,14 @@
 #   PART=mnist   no carry. Issue 15's MNIST ablation (passes x DDPM steps) and the GAN-prior rows
 #                at 5 steps, each alone on the GPU.
 # DEVICE=cpu with small MINUTES/N runs the same commands on a CPU (a dry run of the plumbing).
+# Issue 16's 20-minute run, in three calls of at most 10 minutes (the budget of one session): LONG=20
+# starts the default arm in its own process session (setsid, so it outlives the call) for LONG minutes,
+#   PART=train LONG=20     carry .gpu1: the default arm detached; keras-lab and StyleGAN2 for MINUTES;
+#   PART=sample2 LONG=20   carry .gpu2: the 2,000-image memorisation run and the MNIST model and
+#                          denoiser beside it; then the keras-lab run's best checkpoint, scored;
+#   PART=final             no carry: waits for the default arm, scores its best checkpoint, then the
+#                          GAN-prior and MNIST ablations (each alone on the GPU) in what is left of FINAL_S.
+# The default arm shares the GPU with the other runs for most of its time; its log says with which.
 set -u
 PART=${PART:?set PART=train, sample or mnist}
 MINUTES=${MINUTES:-8.3}
@@ -25,6 +33,7 @@ CIFAR_FEATURES=.gpu1/featnet.py:cifar10
 MNIST_FEATURES=.gpu2/featnet.py:mnist
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/src
 difflab() { python3 -m difflab.cli.main "$@" 2>&1 | grep -v -E "Warning|warn\(" ; }
+difflab_within() { local seconds=$1; shift; timeout $seconds python3 -m difflab.cli.main "$@" 2>&1 | grep -v -E "Warning|warn\(" ; }
 (nvidia-smi --query-gpu=name,memory.used --format=csv,noheader 2>/dev/null || lscpu | grep "Model name")
 R=.runs/out-r  # kept outside $OUT, packed into $OUT/results.tgz after every phase (a killed call still returns it)
 mkdir -p .runs
@@ -61,12 +70,21 @@ case $PART in
   train)
     rm -rf .runs/*; mkdir -p $R
     common="--max-minutes $MINUTES --steps 100000000 --log-every 200 --no-progress ${EXTRA:-}"
-    difflab train $ANIME --out .runs/default $common --eval-every ${EVAL_EVERY:-2000} --holdout 500 $MONITOR \
-      --logger tensorboard > .runs/default.log &
+    logger=$(python3 -c "import tensorboard" 2>/dev/null && echo tensorboard || echo none)
+    echo "default arm: --logger $logger"
+    if [ "${LONG:-0}" != 0 ]; then  # the default arm outlives this call (see the header)
+      setsid nohup python3 -m difflab.cli.main train $ANIME --out .runs/default ${common/--max-minutes $MINUTES/--max-minutes $LONG} \
+        --eval-every ${EVAL_EVERY:-3000} --holdout 500 $MONITOR --logger $logger > .runs/default.log 2>&1 < /dev/null &
+      echo $! > .runs/default.pid
+    else
+      difflab train $ANIME --out .runs/default $common --eval-every ${EVAL_EVERY:-2000} --holdout 500 $MONITOR \
+        --logger $logger > .runs/default.log &
+    fi
     difflab train $ANIME --recipe keras-lab --out .runs/keras $common --eval-every ${KERAS_EVAL_EVERY:-3000} \
       --holdout 500 $MONITOR > .runs/keras.log &
-    [ "${GAN:-1}" = 1 ] && difflab train $ANIME --model stylegan2 --out .runs/gan $common > .runs/gan.log &
-    wait
+    keras_pid=$!; gan_pid=
+    [ "${GAN:-1}" = 1 ] && { difflab train $ANIME --model stylegan2 --out .runs/gan $common > .runs/gan.log & gan_pid=$!; }
+    if [ "${LONG:-0}" != 0 ]; then wait $keras_pid $gan_pid 2>/dev/null; else wait; fi
     for run in default keras gan; do echo "== $run"; tail -5 .runs/$run.log; keep .runs/$run; cp .runs/$run.log $R/; done
     ls .runs/default/logs/* | head -3 ;;
   sample)
@@ -85,6 +103,33 @@ case $PART in
     wait
     for run in anime2k mnist dip; do echo "== $run"; tail -4 .runs/$run.log; keep .runs/$run; cp .runs/$run.log $R/; done
     pack ;&
+  sample2)  # LONG layout, call 2 (the default arm still training)
+    mkdir -p $R
+    common="--steps 100000000 --log-every 200 --no-progress ${EXTRA:-}"
+    difflab train .gpu2/anime-faces-96px-2k.zip --image-size 64 --out .runs/anime2k --max-minutes ${MEM_MINUTES:-7} \
+      $common --eval-every ${MEM_EVAL_EVERY:-1500} --holdout 200 $MONITOR > .runs/anime2k.log &
+    (difflab train mnist --data-root .gpu2/mnist --recipe mnist-gpu-minute --out .runs/mnist $common \
+       --max-minutes ${MNIST_MINUTES:-2} > .runs/mnist.log
+     difflab train mnist --data-root .gpu2/mnist --model denoiser --out .runs/dip $common --image-size 28 --batch-size 256 \
+       --max-minutes ${DIP_MINUTES:-1.5} > .runs/dip.log) &
+    wait
+    for run in anime2k mnist dip; do echo "== $run"; tail -4 .runs/$run.log; keep .runs/$run; cp .runs/$run.log $R/; done
+    pack; score_best .runs/keras
+    echo "== default (still training)"; tail -3 .runs/default.log; keep .runs/default; cp .runs/default.log $R/ ;;
+  final)  # LONG layout, call 3
+    mkdir -p $R
+    pid=$(cat .runs/default.pid 2>/dev/null)
+    while [ -n "$pid" ] && kill -0 $pid 2>/dev/null; do sleep 5; done
+    echo "== default"; tail -5 .runs/default.log; keep .runs/default; cp .runs/default.log $R/
+    score_best .runs/default; pack
+    # what is left of this call (FINAL_S, default 570 s) goes 2:3 to the GAN-prior and MNIST ablations;
+    # each writes results.json row by row, so one stopped by its timeout keeps the rows it finished
+    left=$(( ${FINAL_S:-570} - SECONDS )); gan_s=$(( left * 2 / 5 )); [ $gan_s -gt ${GAN_ABLATION_S:-240} ] && gan_s=${GAN_ABLATION_S:-240}
+    echo "== $left s left: GAN-prior ablation within $gan_s s"
+    difflab_within $gan_s ablate-warm-start .runs/default --prior .runs/gan --start-t 50,100,200,400 \
+      --sampler ddim,dpmpp-2m --steps 10 --plain ddim:5,ddim:20,ddim:50,dpmpp-2m:5,dpmpp-2m:20 -n $N --batch-size 250 \
+      $SCORE --out .runs/gan-prior-steps10 --no-progress --device $DEVICE | tail -30
+    keep_ablation .runs/gan-prior-steps10; pack ;&
   mnist)
     mkdir -p $R
     python3 - .gpu2/mnist .runs/mnist-real <<'PY'
@@ -96,11 +141,14 @@ out = Path(sys.argv[2]); out.mkdir(parents=True, exist_ok=True)
 for i, image in enumerate(read_idx_images(find_mnist_file([Path(sys.argv[1])], "test"))[:5000]):
     Image.fromarray(image).save(out / f"{i}.png")
 PY
-    difflab ablate-warm-start .runs/mnist --prior .runs/dip --passes 0,1,2,3,5,10,20,50 --start-t ${MNIST_T0:-100,300,600,999} \
+    mnist_s=${MNIST_ABLATION_S:-330}
+    [ "$PART" = final ] && { mnist_s=$(( ${FINAL_S:-570} - SECONDS - 15 )); echo "== MNIST ablation within $mnist_s s"; }
+    difflab_within $mnist_s ablate-warm-start .runs/mnist --prior .runs/dip --passes 0,1,2,3,5,10,20,50 --start-t ${MNIST_T0:-100,300,600,999} \
       --sampler ddpm -n ${MNIST_N:-$N} --batch-size ${MNIST_N:-$N} --real .runs/mnist-real --features $MNIST_FEATURES --digits $MNIST_FEATURES \
       --afd off --compile ${MNIST_COMPILE:-off} --out .runs/mnist-ablation --no-progress --device $DEVICE | tail -60
     keep_ablation .runs/mnist-ablation; pack
     [ "$PART" = sample ] && { ls -la $OUT; exit 0; }
+    [ "$PART" = final ] && { ls -la $OUT; exit 0; }
     difflab ablate-warm-start .runs/default --prior .runs/gan --start-t 50,100,200,400 --sampler ddim,dpmpp-2m \
       --steps 5 --no-baselines -n $N --batch-size 250 $SCORE --out .runs/gan-prior-steps5 --no-progress \
       --device $DEVICE | tail -12
