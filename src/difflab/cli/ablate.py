@@ -130,16 +130,20 @@ def run(args: argparse.Namespace) -> int:
              "warm_up_seconds": warm_up(loaded, min(args.batch_size, args.num_images), precision)}
     if prior.generator is not None:
         warm_up(prior.generator, min(args.batch_size, args.num_images), precision)
-    rows = []
+    rows: dict[int, dict] = {}
     out.mkdir(parents=True, exist_ok=True)
-    for index, setting in enumerate(tqdm(settings, desc="ablation", unit="row", disable=args.no_progress)):
+    # cheapest rows first, so a run stopped early (a time limit) keeps the most rows; the table keeps
+    # the settings' order
+    order = sorted(range(len(settings)), key=lambda i: settings[i].sampler_steps + settings[i].prior_evaluations)
+    for index in tqdm(order, desc="ablation", unit="row", disable=args.no_progress):
+        setting = settings[index]
         folder = out / f"{index + 1:02d}-{setting.spec.folder_name}"
         row, _ = generate_row(generator_of(setting), setting.spec, generation, folder)
         metrics = scorer.score(str(folder)) if scorer else {}
         digits = (folder_digit_rate(digits_network, str(folder), loaded.image_shape()[-1])
                   if digits_network is not None else None)
-        rows.append(ablation.row_record(setting, row.seconds, args.num_images, folder, metrics, digits))
-        document = ablation.results_document(rows, setup, scorer.describe() if scorer else None)
+        rows[index] = ablation.row_record(setting, row.seconds, args.num_images, folder, metrics, digits)
+        document = ablation.results_document([rows[i] for i in sorted(rows)], setup, scorer.describe() if scorer else None)
         (out / ablation.RESULTS_JSON).write_text(json.dumps(document, indent=2) + "\n")  # kept if stopped
     markdown = ablation.results_markdown(document)
     (out / ablation.RESULTS_MARKDOWN).write_text(markdown)
