@@ -279,6 +279,27 @@ def test_plain_adds_the_named_baselines_at_their_own_steps(runs, real_digits, tm
     assert plain == [("ddpm", 3), ("ddim", 3), ("dpmpp-2m", 3), ("ddim", 7), ("dpmpp-2m", 5)]
 
 
+def test_a_stopped_ablation_keeps_its_cheapest_rows_in_table_order(runs, real_digits, tmp_path, monkeypatch):
+    import difflab.experiments.study as study
+    real_generate_row, calls = study.generate_row, []
+
+    def generate_then_stop(generator, spec, *args, **kwargs):
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # what a time limit does to the command
+        calls.append(spec.steps)
+        return real_generate_row(generator, spec, *args, **kwargs)
+
+    monkeypatch.setattr(study, "generate_row", generate_then_stop)
+    out = tmp_path / "ablation"
+    code = main(["ablate-warm-start", str(runs["diffusion"]), "--prior", str(real_digits), "--start-t", "30,10",
+                 "--sampler", "ddim", "--no-baselines", "--plain", "ddim:40,ddim:2", "-n", "4", "--batch-size", "4",
+                 "--out", str(out), "--no-progress", "--device", "cpu"])
+    assert code == 130  # "difflab: interrupted"
+    assert calls == [2, 11, 31]  # cheapest first
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert [(row["kind"], row["sampler_steps"]) for row in rows] == [("warm", 31), ("warm", 11), ("plain", 2)]
+
+
 @pytest.mark.parametrize("plain,message", [("ddim", "--plain must be SAMPLER:STEPS pairs"),
                                            ("ddim:0", "--plain must be SAMPLER:STEPS pairs"),
                                            ("nosuch:5", "--plain: 'nosuch' is no sampler"),
