@@ -130,6 +130,17 @@ case $PART in
       --sampler ddim,dpmpp-2m --steps 10 --plain ddim:5,ddim:20,ddim:50,dpmpp-2m:5,dpmpp-2m:20 -n $N --batch-size 250 \
       $SCORE --out .runs/gan-prior-steps10 --no-progress --device $DEVICE | tail -30
     keep_ablation .runs/gan-prior-steps10; pack ;&
+  mnist-all)  # one call, no carry but .gpu2: the MNIST model and the denoiser side by side, then the MNIST ablation alone
+    mkdir -p $R  # a packer every 20 s: a call stopped at its limit still returns the rows so far
+    ( while sleep 20; do pack; done ) > /dev/null 2>&1 & packer=$!; trap 'kill $packer 2>/dev/null' EXIT
+    common="--steps 100000000 --log-every 200 --no-progress ${EXTRA:-}"
+    difflab train mnist --data-root .gpu2/mnist --recipe mnist-gpu-minute --out .runs/mnist $common \
+      --max-minutes ${MNIST_MINUTES:-1.5} > .runs/mnist.log &
+    difflab train mnist --data-root .gpu2/mnist --model denoiser --out .runs/dip $common --image-size 28 --batch-size 256 \
+      --max-minutes ${DIP_MINUTES:-1.5} > .runs/dip.log &
+    wait $(jobs -p | grep -v -x $packer)
+    for run in mnist dip; do echo "== $run"; tail -4 .runs/$run.log; keep .runs/$run; cp .runs/$run.log $R/; done
+    pack ;&
   mnist)
     mkdir -p $R
     python3 - .gpu2/mnist .runs/mnist-real <<'PY'
@@ -142,13 +153,13 @@ for i, image in enumerate(read_idx_images(find_mnist_file([Path(sys.argv[1])], "
     Image.fromarray(image).save(out / f"{i}.png")
 PY
     mnist_s=${MNIST_ABLATION_S:-330}
-    [ "$PART" = final ] && { mnist_s=$(( ${FINAL_S:-570} - SECONDS - 15 )); echo "== MNIST ablation within $mnist_s s"; }
+    [ "$PART" = final ] || [ "$PART" = mnist-all ] && { mnist_s=$(( ${FINAL_S:-570} - SECONDS - 15 )); echo "== MNIST ablation within $mnist_s s"; }
     difflab_within $mnist_s ablate-warm-start .runs/mnist --prior .runs/dip --passes 0,1,2,3,5,10,20,50 --start-t ${MNIST_T0:-100,300,600,999} \
       --sampler ddpm -n ${MNIST_N:-$N} --batch-size ${MNIST_N:-$N} --real .runs/mnist-real --features $MNIST_FEATURES --digits $MNIST_FEATURES \
       --afd off --compile ${MNIST_COMPILE:-off} --out .runs/mnist-ablation --no-progress --device $DEVICE | tail -60
     keep_ablation .runs/mnist-ablation; pack
     [ "$PART" = sample ] && { ls -la $OUT; exit 0; }
-    [ "$PART" = final ] && { ls -la $OUT; exit 0; }
+    [ "$PART" = final ] || [ "$PART" = mnist-all ] && { pack; ls -la $OUT; exit 0; }
     difflab ablate-warm-start .runs/default --prior .runs/gan --start-t 50,100,200,400 --sampler ddim,dpmpp-2m \
       --steps 5 --no-baselines -n $N --batch-size 250 $SCORE --out .runs/gan-prior-steps5 --no-progress \
       --device $DEVICE | tail -12
