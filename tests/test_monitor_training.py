@@ -120,3 +120,17 @@ def test_a_missing_tracker_is_a_message_before_any_work(tmp_path, features, monk
     assert "--logger tensorboard needs the tensorboard package: pip install 'difflab[tensorboard]'" in \
         capsys.readouterr().err
     assert not run.exists()
+
+
+def test_missing_eval_features_fail_before_any_work_naming_the_option(tmp_path, features, capsys):
+    # found on the GPU: a run whose --eval-features file was gone failed after data loading and
+    # compilation, and its message named --features
+    run = tmp_path / "run"
+    missing = tmp_path / "gone.py"
+    args = tiny(run, features, "--steps", "20", "--eval-every", "10")
+    args[args.index("--eval-features") + 1] = f"{missing}:cifar10"
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    assert f"--eval-features '{missing}:cifar10': {missing} does not exist" in capsys.readouterr().err
+    assert not run.exists()

@@ -53,13 +53,15 @@ def load_extractor(
     spec: str = INCEPTION,
     device: torch.device | str = "cpu",
     inception_weights: str | os.PathLike | None = None,
+    option: str = "features",
 ) -> Extractor:
-    """Resolve `--features`: "inception" or "FILE.py:FUNCTION"; the network is moved to `device`."""
+    """Resolve `--features`: "inception" or "FILE.py:FUNCTION"; the network is moved to `device`.
+    `option` is the option that errors name (`--eval-features` during training)."""
     if spec == INCEPTION:
         network = load_fid_inception(inception_weights)
         return Extractor(INCEPTION_NAME, network.to(device), identity=f"{INCEPTION_NAME}:{FID_WEIGHTS.sha256}")
-    path, function_name = _split_spec(spec)
-    network = _call_factory(path, function_name)
+    path, function_name = _split_spec(spec, option)
+    network = _call_factory(path, function_name, option)
     if isinstance(network, torch.nn.Module):
         network = network.eval().requires_grad_(False).to(device)
     source_hash = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -67,17 +69,23 @@ def load_extractor(
     return Extractor(name, network, identity=f"{name}:{source_hash}")
 
 
-def _split_spec(spec: str) -> tuple[Path, str]:
+def check_extractor_spec(spec: str, option: str = "features") -> None:
+    """A ConfigError naming `option` now, before any work, for a FILE.py:FUNCTION that cannot be found."""
+    if spec != INCEPTION:
+        _split_spec(spec, option)
+
+
+def _split_spec(spec: str, option: str = "features") -> tuple[Path, str]:
     file_part, _, function_name = spec.rpartition(":")
     if not file_part.endswith(".py") or not function_name.isidentifier():
-        raise ConfigError(f"{OPTION} must be 'inception' or FILE.py:FUNCTION, got {spec!r}", option="features")
+        raise ConfigError(f"{OPTION} must be 'inception' or FILE.py:FUNCTION, got {spec!r}", option=option)
     path = Path(file_part).expanduser().resolve()
     if not path.is_file():
-        raise ConfigError(f"{OPTION} {spec!r}: {path} does not exist", option="features")
+        raise ConfigError(f"{OPTION} {spec!r}: {path} does not exist", option=option)
     return path, function_name
 
 
-def _call_factory(path: Path, function_name: str) -> FeatureNetwork:
+def _call_factory(path: Path, function_name: str, option: str = "features") -> FeatureNetwork:
     """Import the file as a module of its own and call FUNCTION() to get the network."""
     module_name = f"difflab_user_features_{hashlib.sha1(str(path).encode()).hexdigest()[:12]}"
     module_spec = importlib.util.spec_from_file_location(module_name, path)
@@ -88,22 +96,22 @@ def _call_factory(path: Path, function_name: str) -> FeatureNetwork:
     except SyntaxError as error:
         sys.modules.pop(module_name, None)
         raise ConfigError(f"{OPTION}: {path} has a syntax error on line {error.lineno}: {error.msg}",
-                          option="features") from None
+                          option=option) from None
     except Exception as error:  # the user's code: whatever it raises is a message, not a traceback
         sys.modules.pop(module_name, None)
-        raise ConfigError(f"{OPTION}: importing {path} failed: {_describe(error)}", option="features") from None
+        raise ConfigError(f"{OPTION}: importing {path} failed: {_describe(error)}", option=option) from None
     factory = getattr(module, function_name, None)
     if not callable(factory):
-        raise ConfigError(f"{OPTION}: {path.name} defines no function {function_name!r}", option="features")
+        raise ConfigError(f"{OPTION}: {path.name} defines no function {function_name!r}", option=option)
     try:
         network = factory()
     except Exception as error:
         raise ConfigError(f"{OPTION}: {path.name}:{function_name}() failed: {_describe(error)}",
-                          option="features") from None
+                          option=option) from None
     if not isinstance(network, FeatureNetwork):
         raise ConfigError(
             f"{OPTION}: {path.name}:{function_name}() returned a {type(network).__name__}, "
-            "which has no features(images) method", option="features"
+            "which has no features(images) method", option=option
         )
     return network
 

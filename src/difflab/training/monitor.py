@@ -78,6 +78,9 @@ class MonitorSettings:
                                       option=name)
         if self.enabled and self.images < 2:
             raise ConfigError(f"{{option}} must be at least 2 (a covariance); got {self.images}", option="eval_images")
+        if self.enabled:
+            from difflab.metrics.extractors import check_extractor_spec
+            check_extractor_spec(self.features, option="eval_features")
 
 
 @dataclass
@@ -378,7 +381,7 @@ class QualityMonitor:
 def monitor_extractor(spec: str, device: torch.device) -> Extractor:
     """The feature network of `--eval-features`, on the training device."""
     from difflab.metrics.extractors import load_extractor
-    return load_extractor(spec, device=device)
+    return load_extractor(spec, device=device, option="eval_features")
 
 
 def best_checkpoint_folder(run: str | Path) -> Path:
