@@ -15,9 +15,25 @@ def colour_of(sampler: str) -> str:
     return entry.colour if entry else OTHER_COLOUR
 
 
+MARKERS = {"warm": "o", "plain": "s", "prior": "^"}  # the ablation's row kinds; the study's rows have none
+LABEL_ALL_UP_TO = 12  # more rows than this: only the best-at-their-time (Pareto) points are labelled
+LOG_SCALE_RATIO = 50  # values spanning more than this factor get a log axis
+
+
+def pareto_front(points: list[tuple[float, float]]) -> set[int]:
+    """Indices of the points no other point beats on both time and value (lower is better)."""
+    front, best = set(), float("inf")
+    for index in sorted(range(len(points)), key=lambda i: points[i]):
+        if points[index][1] < best:
+            front.add(index)
+            best = points[index][1]
+    return front
+
+
 def plot_quality_vs_time(document: dict[str, Any], path: str | Path) -> Path:
     """Distance (FD/FID) and KID against wall time (log axis). Rows whose metric could not be
-    computed are left out of that panel, and the panel says so; it is never interpolated."""
+    computed are left out of that panel, and the panel says so; it is never interpolated. With many
+    rows only the Pareto front is labelled; the marker shows the row's kind (warm, plain, prior)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -30,9 +46,22 @@ def plot_quality_vs_time(document: dict[str, Any], path: str | Path) -> Path:
         points = [(row["seconds"], row["metrics"].get(key, {}).get("value"), row["label"], row.get("sampler", ""))
                   for row in document["rows"]]
         measured = [(seconds, value, label, sampler) for seconds, value, label, sampler in points if value is not None]
-        for seconds, value, label, sampler in measured:
-            axes.scatter(seconds, value, color=colour_of(sampler), zorder=3)
-            axes.annotate(label, (seconds, value), textcoords="offset points", xytext=(5, 5), fontsize=8)
+        kinds = [row.get("kind") for row in document["rows"] if row["metrics"].get(key, {}).get("value") is not None]
+        labelled = (set(range(len(measured))) if len(measured) <= LABEL_ALL_UP_TO
+                    else pareto_front([(seconds, value) for seconds, value, _, _ in measured]))
+        for index, (seconds, value, label, sampler) in enumerate(measured):
+            axes.scatter(seconds, value, color=colour_of(sampler), marker=MARKERS.get(kinds[index], "o"), zorder=3)
+            if index in labelled:
+                axes.annotate(label, (seconds, value), textcoords="offset points", xytext=(5, 5), fontsize=8)
+        values = [value for _, value, _, _ in measured if value > 0]
+        if values and max(values) > LOG_SCALE_RATIO * min(values):
+            axes.set_yscale("log")
+        if any(kinds):
+            from matplotlib.lines import Line2D
+            handles = [Line2D([], [], color="gray", marker=marker, linestyle="", label=kind)
+                       for kind, marker in MARKERS.items() if kind in kinds]
+            legend_title = "labelled: best at their time" if len(measured) > LABEL_ALL_UP_TO else None
+            axes.legend(handles=handles, fontsize=8, title=legend_title, title_fontsize=8, loc="best")
         if len(measured) < len(points):
             missing = ", ".join(label for _, value, label, _ in points if value is None)
             axes.text(0.02, 0.02, f"not measured: {missing}\n(see results.md)", transform=axes.transAxes,
