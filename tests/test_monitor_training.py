@@ -134,3 +134,17 @@ def test_missing_eval_features_fail_before_any_work_naming_the_option(tmp_path, 
     assert exit_info.value.code == 2
     assert f"--eval-features '{missing}:cifar10': {missing} does not exist" in capsys.readouterr().err
     assert not run.exists()
+
+
+def test_the_evaluation_sampler_is_an_option(tmp_path, features, capsys):
+    scores = {}
+    for sampler in ("ddim", "dpmpp-2m"):
+        run = tmp_path / sampler
+        assert main(tiny(run, features, "--steps", "10", "--eval-every", "10", "--eval-sampler", sampler)) == 0
+        assert json.loads((run / "config.json").read_text())["eval_sampler"] == sampler
+        scores[sampler] = evaluations(run)[0]["fd"]
+    assert scores["ddim"] != scores["dpmpp-2m"]  # the same weights and noise, another sampler
+    with pytest.raises(SystemExit) as exit_info:
+        main(tiny(tmp_path / "bad", features, "--steps", "10", "--eval-every", "10", "--eval-sampler", "euler"))
+    assert exit_info.value.code == 2 and "--eval-sampler must be one of" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

@@ -17,6 +17,7 @@ from difflab.diffusion.losses import LOSS_NORMS, LOSS_WEIGHTINGS
 from difflab.diffusion.objectives import CLIPPING, OBJECTIVES
 from difflab.diffusion.schedules import BETA_SCHEDULES
 from difflab.errors import OPTION, ConfigError
+from difflab.samplers.registry import sampler_names
 
 AUTO = "auto"
 """The value of an option whose default follows other options (the U-Net's levels and attention
@@ -171,8 +172,11 @@ class RunOptions(Options):
                                 "see `difflab fid --help`) or FILE.py:FUNCTION, e.g. ../shared/eval/featnet.py:cifar10")
     eval_batch_size: int = option(250, "images per batch when sampling and extracting features for an evaluation",
                                   **POSITIVE)
+    eval_sampler: str = option("dpmpp-2m", "sampler of the evaluation samples, for families with steps (at 20 steps "
+                               "DPM-Solver++'s FD is about half DDIM's, at the same cost: benchmarks/RESULTS.md)",
+                               sampler_names())
     eval_sampler_steps: int = option(20, "sampler steps of the evaluation samples, for families with steps "
-                                     "(diffusion: DDIM); 0 = those of the grids", **NON_NEGATIVE)
+                                     "(diffusion: --eval-sampler); 0 = those of the grids", **NON_NEGATIVE)
     keep_best: bool = option(False, "keep the best-scoring checkpoint as RUN/checkpoints/best (sample --weights best)")
     early_stop_patience: int = option(0, "stop when the score has not improved for this many evaluations (0 = never)",
                                       **NON_NEGATIVE)

@@ -59,10 +59,11 @@ class FamilyTrainer(Protocol):
     def load_state(self, tensors: dict[str, dict[str, Tensor]], meta: dict[str, Any]) -> None:
         """Restore what `state()` returned."""
 
-    def preview(self, count: int, seed: int, steps: int | None = None) -> Tensor:
+    def preview(self, count: int, seed: int, steps: int | None = None, sampler: str | None = None) -> Tensor:
         """`count` images in [-1, 1] from the weights that samples are drawn from (EMA), for the
         run's sample grids and the quality monitor; the same `seed` gives the same latent inputs at
-        every save. `steps`: the sampler's steps, for families that have them (None: the grids').
+        every save. `steps` and `sampler` (a `samplers.SAMPLERS` name), for families that have them
+        (None: the grids', DDIM).
         Called under torch.no_grad() and the run's autocast."""
 
 

@@ -173,7 +173,7 @@ class DenoiserTrainer:
     def load_state(self, tensors: dict[str, dict[str, Tensor]], meta: dict[str, Any]) -> None:
         load_network_state(self.model, self.ema, self.optimizer, tensors, meta)
 
-    def preview(self, count: int, seed: int, steps: int | None = None) -> Tensor:
+    def preview(self, count: int, seed: int, steps: int | None = None, sampler: str | None = None) -> Tensor:
         generator = torch.Generator(self.device).manual_seed(seed)
         noise = torch.randn(count, self.image_channels, self.config.image_size, self.config.image_size,
                             device=self.device, generator=generator)

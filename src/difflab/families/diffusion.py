@@ -14,7 +14,7 @@ from difflab.config import DiffusionOptions, TrainConfig
 from difflab.diffusion import make_denoiser
 from difflab.families.base import Family, StepContext
 from difflab.families.input_denoiser import INPUT_DENOISER, check_input_denoiser, load_input_denoiser
-from difflab.samplers import sample_ddim
+from difflab.samplers import get_sampler, timesteps_for
 from difflab.training.checkpoint import load_network_state, network_state
 from difflab.training.ema import EMA
 from difflab.training.lr_schedule import learning_rate
@@ -90,14 +90,15 @@ class DiffusionTrainer:
         load_network_state(self.model, self.ema, self.optimizer, tensors, meta)
         self.input_denoiser = meta.get(INPUT_DENOISER, self.input_denoiser)  # D as the checkpoint holds it
 
-    def preview(self, count: int, seed: int, steps: int | None = None) -> Tensor:
+    def preview(self, count: int, seed: int, steps: int | None = None, sampler: str | None = None) -> Tensor:
         config = self.config
-        steps = steps or config.grid_sampler_steps
+        steps = min(steps or config.grid_sampler_steps, config.timesteps)
         generator = torch.Generator(self.device).manual_seed(seed)
         noise = torch.randn(count, self.image_channels, config.image_size, config.image_size,
                             device=self.device, generator=generator)
         denoiser = make_denoiser(self.ema.shadow, self.schedule, config.objective, config.clip)
-        return sample_ddim(denoiser, noise, self.schedule, steps=min(steps, config.timesteps))
+        return get_sampler(sampler or "ddim").sample(denoiser, noise, self.schedule,
+                                                     timesteps_for(config.timesteps, steps), generator=generator)
 
 
 def check_diffusion_options(config: TrainConfig) -> None:

@@ -219,7 +219,8 @@ def _train(config: RunOptions, family, resume: bool, progress: bool) -> TrainRes
 
     def make_images(count: int, seed: int) -> torch.Tensor:  # the monitor's samples: EMA weights, uint8
         with torch.no_grad(), accelerator.autocast():
-            return to_uint8(trainer.preview(count, seed, steps=config.eval_sampler_steps or None))
+            return to_uint8(trainer.preview(count, seed, steps=config.eval_sampler_steps or None,
+                                            sampler=config.eval_sampler))
 
     # ---- 5. Train ----------------------------------------------------------------------------------------
     batches = iter(BatchStream(dataset, per_process_batch, seed=config.seed, start_step=start_step, device=device,

@@ -313,9 +313,9 @@ class StyleGAN2Trainer:
         self.cur_nimg = int(meta["cur_nimg"])
 
     @torch.no_grad()
-    def preview(self, count: int, seed: int, steps: int | None = None) -> Tensor:
+    def preview(self, count: int, seed: int, steps: int | None = None, sampler: str | None = None) -> Tensor:
         """`count` images in [-1, 1] from G_ema at psi 1; the same seed draws the same latents and noise.
-        (`steps` is for families with a sampler; a GAN makes an image in one pass.)"""
+        (`steps` and `sampler` are for families with a sampler; a GAN makes an image in one pass.)"""
         generator = torch.Generator(device=self.device).manual_seed(seed)
         z = draw_normal([count, self.G.z_dim], generator, self.device)
         noise = self.G_ema.sample_noise(count, generator, self.device)
