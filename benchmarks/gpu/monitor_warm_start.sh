@@ -7,27 +7,31 @@
 #                the diffusion defaults and the keras-lab recipe, both with the quality monitor
 #                (issue 16: equal wall time, the same shared GPU), and the StyleGAN2 defaults (the
 #                prior of issue 15's GAN rows; GAN=0 leaves it out).
-#   PART=sample  carry .gpu2 (anime-faces-96px-2k.zip, mnist/*.gz, featnet.py + featnet-mnist.safetensors).
+#   PART=sample  carry .gpu3 (as .gpu2: anime-faces-96px-2k.zip, mnist/*.gz, featnet.py + featnet-mnist.safetensors).
 #                1,000 DDIM-50 samples of the default and keras-lab runs' best checkpoints, scored;
 #                issue 15's GAN-prior ablation on the anime faces (alone on the GPU); then, at once,
 #                issue 16's memorisation run on the 2,000-image set (MEM_MINUTES, default 5) and the
 #                MNIST diffusion model (recipe mnist-gpu-minute) and denoiser for issue 15.
-#   PART=mnist   no carry. Issue 15's MNIST ablation (passes x DDPM steps) and the GAN-prior rows
+#   PART=mnist   carry .gpu3. Issue 15's MNIST ablation (passes x DDPM steps) and the GAN-prior rows
 #                at 5 steps, each alone on the GPU.
 # DEVICE=cpu with small MINUTES/N runs the same commands on a CPU (a dry run of the plumbing).
 # Issue 16's 20-minute run, in three calls of at most 10 minutes (the budget of one session): LONG=20
 # starts the default arm in its own process session (setsid, so it outlives the call) for LONG minutes,
 #   PART=train LONG=20     carry .gpu1: the default arm detached; keras-lab and StyleGAN2 for MINUTES;
-#   PART=sample2 LONG=20   carry .gpu2: the 2,000-image memorisation run and the MNIST model and
+#   PART=sample2 LONG=20   carry .gpu3: the 2,000-image memorisation run and the MNIST model and
 #                          denoiser beside it; then the keras-lab run's best checkpoint, scored;
-#   PART=final             no carry: waits for the default arm, scores its best checkpoint, then the
+#   PART=final             carry .gpu3: waits for the default arm, scores its best checkpoint, then the
 #                          GAN-prior and MNIST ablations (each alone on the GPU) in what is left of FINAL_S.
 # The default arm shares the GPU with the other runs for most of its time; its log says with which.
+# Carry (the device removes a folder carried in one call and not named in the next): build the folders
+# with `python benchmarks/gpu/make_carry.py`; call 1 carries .gpu1, calls 2 and 3 (and PART=sample, mnist,
+# mnist-all) carry .gpu3, which this script unpacks into .gpu1 (8,000 faces to score against) and .gpu2.
 set -u
 PART=${PART:?set PART=train, sample or mnist}
 MINUTES=${MINUTES:-8.3}
 N=${N:-1000}
 DEVICE=${DEVICE:-cuda}
+[ "$DEVICE" != cpu ] && [ -d .gpu3/g1 ] && { rm -rf .gpu1 .gpu2; mv .gpu3/g1 .gpu1; mv .gpu3/g2 .gpu2; }  # on the device only
 ANIME=.gpu1/anime-faces-64px-20k.zip
 CIFAR_FEATURES=.gpu1/featnet.py:cifar10
 MNIST_FEATURES=.gpu2/featnet.py:mnist
@@ -66,6 +70,50 @@ score_best() {  # run: 1,000 DDIM-50 samples of its best checkpoint, scored
   difflab eval $1-best50 $ANIME $FEATURES --no-progress --json $R/$(basename $1)-best50-scores.json --device $DEVICE | tail -4
   cp $1-best50/difflab-sample.json $R/$(basename $1)-best50-manifest.json
 }
+side_runs() {  # MEM_MINUTES MNIST_MINUTES DIP_MINUTES, side by side: the 2,000-image memorisation run (0 = none),
+               # the MNIST diffusion model and the report's denoiser (issue 15's models)
+  local common="--steps 100000000 --log-every 200 --no-progress ${EXTRA:-}" pids= runs="mnist dip"
+  if [ "$1" != 0 ]; then
+    difflab train .gpu2/anime-faces-96px-2k.zip --image-size 64 --out .runs/anime2k --max-minutes $1 \
+      $common --eval-every ${MEM_EVAL_EVERY:-1500} --holdout 200 $MONITOR > .runs/anime2k.log & pids="$!"; runs="anime2k $runs"
+  fi
+  difflab train mnist --data-root .gpu2/mnist --recipe mnist-gpu-minute --out .runs/mnist $common \
+    --max-minutes $2 > .runs/mnist.log & pids="$pids $!"
+  difflab train mnist --data-root .gpu2/mnist --model denoiser --out .runs/dip $common --image-size 28 --batch-size 256 \
+    --max-minutes $3 > .runs/dip.log & pids="$pids $!"
+  wait $pids
+  for run in $runs; do echo "== $run"; tail -4 .runs/$run.log; keep .runs/$run; cp .runs/$run.log $R/; done
+  pack
+}
+gan_prior_ablation() {  # SECONDS STEPS [options]: issue 15's GAN-prior rows on the anime faces, alone on the GPU
+  local seconds=$1 steps=$2; shift 2
+  difflab_within $seconds ablate-warm-start .runs/default --prior .runs/gan --start-t 50,100,200,400 \
+    --sampler ddim,dpmpp-2m --steps $steps "$@" -n $N --batch-size 250 $SCORE --out .runs/gan-prior-steps$steps \
+    --no-progress --device $DEVICE | tail -30
+  keep_ablation .runs/gan-prior-steps$steps; pack
+}
+mnist_ablation() {  # SECONDS: issue 15's MNIST ablation (passes x DDPM steps), alone on the GPU
+  python3 - .gpu2/mnist .runs/mnist-real <<'PY'
+import sys
+from pathlib import Path
+from PIL import Image
+from difflab.data.mnist import find_mnist_file, read_idx_images
+out = Path(sys.argv[2]); out.mkdir(parents=True, exist_ok=True)
+for i, image in enumerate(read_idx_images(find_mnist_file([Path(sys.argv[1])], "test"))[:5000]):
+    Image.fromarray(image).save(out / f"{i}.png")
+PY
+  echo "== MNIST ablation within $1 s"
+  difflab_within $1 ablate-warm-start .runs/mnist --prior .runs/dip --passes 0,1,2,3,5,10,20,50 \
+    --start-t ${MNIST_T0:-100,300,600,999} --sampler ddpm -n ${MNIST_N:-$N} --batch-size ${MNIST_N:-$N} \
+    --real .runs/mnist-real --features $MNIST_FEATURES --digits $MNIST_FEATURES --afd off --compile ${MNIST_COMPILE:-off} \
+    --out .runs/mnist-ablation --no-progress --device $DEVICE | tail -60
+  keep_ablation .runs/mnist-ablation; pack
+}
+packer() {  # pack every 20 s: a call stopped at its limit still returns what was finished
+  ( while sleep 20; do pack; done ) > /dev/null 2>&1 &
+  trap "kill $! 2>/dev/null" EXIT
+}
+PLAIN=ddim:5,ddim:20,ddim:50,dpmpp-2m:5,dpmpp-2m:20
 case $PART in
   train)
     rm -rf .runs/*; mkdir -p $R
@@ -87,37 +135,18 @@ case $PART in
     if [ "${LONG:-0}" != 0 ]; then wait $keras_pid $gan_pid 2>/dev/null; else wait; fi
     for run in default keras gan; do echo "== $run"; tail -5 .runs/$run.log; keep .runs/$run; cp .runs/$run.log $R/; done
     ls .runs/default/logs/* | head -3 ;;
-  sample)
+  sample)  # the old layout's call 2
     mkdir -p $R; for run in default keras; do score_best .runs/$run; done; pack
-    difflab ablate-warm-start .runs/default --prior .runs/gan --start-t 50,100,200,400 --sampler ddim,dpmpp-2m \
-      --steps 10 --plain ddim:5,ddim:20,ddim:50,dpmpp-2m:5,dpmpp-2m:20 -n $N --batch-size 250 $SCORE \
-      --out .runs/gan-prior-steps10 --no-progress --device $DEVICE | tail -30
-    keep_ablation .runs/gan-prior-steps10; pack
-    common="--steps 100000000 --log-every 200 --no-progress ${EXTRA:-}"
-    difflab train .gpu2/anime-faces-96px-2k.zip --image-size 64 --out .runs/anime2k --max-minutes ${MEM_MINUTES:-5} \
-      $common --eval-every ${MEM_EVAL_EVERY:-1500} --holdout 200 $MONITOR > .runs/anime2k.log &
-    (difflab train mnist --data-root .gpu2/mnist --recipe mnist-gpu-minute --out .runs/mnist $common \
-       --max-minutes ${MNIST_MINUTES:-1} > .runs/mnist.log
-     difflab train mnist --data-root .gpu2/mnist --model denoiser --out .runs/dip $common --image-size 28 --batch-size 256 \
-       --max-minutes ${DIP_MINUTES:-1} > .runs/dip.log) &
-    wait
-    for run in anime2k mnist dip; do echo "== $run"; tail -4 .runs/$run.log; keep .runs/$run; cp .runs/$run.log $R/; done
-    pack ;&
+    gan_prior_ablation 100000 10 --plain $PLAIN
+    side_runs ${MEM_MINUTES:-5} ${MNIST_MINUTES:-1} ${DIP_MINUTES:-1}
+    mnist_ablation ${MNIST_ABLATION_S:-330} ;;
   sample2)  # LONG layout, call 2 (the default arm still training)
     mkdir -p $R
-    common="--steps 100000000 --log-every 200 --no-progress ${EXTRA:-}"
-    difflab train .gpu2/anime-faces-96px-2k.zip --image-size 64 --out .runs/anime2k --max-minutes ${MEM_MINUTES:-7} \
-      $common --eval-every ${MEM_EVAL_EVERY:-1500} --holdout 200 $MONITOR > .runs/anime2k.log &
-    (difflab train mnist --data-root .gpu2/mnist --recipe mnist-gpu-minute --out .runs/mnist $common \
-       --max-minutes ${MNIST_MINUTES:-2} > .runs/mnist.log
-     difflab train mnist --data-root .gpu2/mnist --model denoiser --out .runs/dip $common --image-size 28 --batch-size 256 \
-       --max-minutes ${DIP_MINUTES:-1.5} > .runs/dip.log) &
-    wait
-    for run in anime2k mnist dip; do echo "== $run"; tail -4 .runs/$run.log; keep .runs/$run; cp .runs/$run.log $R/; done
-    pack; score_best .runs/keras
+    side_runs ${MEM_MINUTES:-7} ${MNIST_MINUTES:-2} ${DIP_MINUTES:-1.5}
+    score_best .runs/keras
     echo "== default (still training)"; tail -3 .runs/default.log; keep .runs/default; cp .runs/default.log $R/ ;;
   final)  # LONG layout, call 3
-    mkdir -p $R
+    mkdir -p $R; packer
     pid=$(cat .runs/default.pid 2>/dev/null)
     while [ -n "$pid" ] && kill -0 $pid 2>/dev/null; do sleep 5; done
     echo "== default"; tail -5 .runs/default.log; keep .runs/default; cp .runs/default.log $R/
@@ -126,44 +155,16 @@ case $PART in
     # each writes results.json row by row, so one stopped by its timeout keeps the rows it finished
     left=$(( ${FINAL_S:-570} - SECONDS )); gan_s=$(( left * 2 / 5 )); [ $gan_s -gt ${GAN_ABLATION_S:-240} ] && gan_s=${GAN_ABLATION_S:-240}
     echo "== $left s left: GAN-prior ablation within $gan_s s"
-    difflab_within $gan_s ablate-warm-start .runs/default --prior .runs/gan --start-t 50,100,200,400 \
-      --sampler ddim,dpmpp-2m --steps 10 --plain ddim:5,ddim:20,ddim:50,dpmpp-2m:5,dpmpp-2m:20 -n $N --batch-size 250 \
-      $SCORE --out .runs/gan-prior-steps10 --no-progress --device $DEVICE | tail -30
-    keep_ablation .runs/gan-prior-steps10; pack ;&
-  mnist-all)  # one call, no carry but .gpu2: the MNIST model and the denoiser side by side, then the MNIST ablation alone
-    mkdir -p $R  # a packer every 20 s: a call stopped at its limit still returns the rows so far
-    ( while sleep 20; do pack; done ) > /dev/null 2>&1 & packer=$!; trap 'kill $packer 2>/dev/null' EXIT
-    common="--steps 100000000 --log-every 200 --no-progress ${EXTRA:-}"
-    difflab train mnist --data-root .gpu2/mnist --recipe mnist-gpu-minute --out .runs/mnist $common \
-      --max-minutes ${MNIST_MINUTES:-1.5} > .runs/mnist.log &
-    difflab train mnist --data-root .gpu2/mnist --model denoiser --out .runs/dip $common --image-size 28 --batch-size 256 \
-      --max-minutes ${DIP_MINUTES:-1.5} > .runs/dip.log &
-    wait $(jobs -p | grep -v -x $packer)
-    for run in mnist dip; do echo "== $run"; tail -4 .runs/$run.log; keep .runs/$run; cp .runs/$run.log $R/; done
-    pack ;&
-  mnist)
+    gan_prior_ablation $gan_s 10 --plain $PLAIN
+    mnist_ablation $(( ${FINAL_S:-570} - SECONDS - 15 )) ;;
+  mnist-all)  # one call, carry .gpu2 only: the MNIST model and the denoiser side by side, then the MNIST ablation alone
+    mkdir -p $R; packer
+    side_runs 0 ${MNIST_MINUTES:-1.5} ${DIP_MINUTES:-1.5}
+    mnist_ablation $(( ${FINAL_S:-570} - SECONDS - 15 )) ;;
+  mnist)  # the old layout's call 3
     mkdir -p $R
-    python3 - .gpu2/mnist .runs/mnist-real <<'PY'
-import sys
-from pathlib import Path
-from PIL import Image
-from difflab.data.mnist import find_mnist_file, read_idx_images
-out = Path(sys.argv[2]); out.mkdir(parents=True, exist_ok=True)
-for i, image in enumerate(read_idx_images(find_mnist_file([Path(sys.argv[1])], "test"))[:5000]):
-    Image.fromarray(image).save(out / f"{i}.png")
-PY
-    mnist_s=${MNIST_ABLATION_S:-330}
-    [ "$PART" = final ] || [ "$PART" = mnist-all ] && { mnist_s=$(( ${FINAL_S:-570} - SECONDS - 15 )); echo "== MNIST ablation within $mnist_s s"; }
-    difflab_within $mnist_s ablate-warm-start .runs/mnist --prior .runs/dip --passes 0,1,2,3,5,10,20,50 --start-t ${MNIST_T0:-100,300,600,999} \
-      --sampler ddpm -n ${MNIST_N:-$N} --batch-size ${MNIST_N:-$N} --real .runs/mnist-real --features $MNIST_FEATURES --digits $MNIST_FEATURES \
-      --afd off --compile ${MNIST_COMPILE:-off} --out .runs/mnist-ablation --no-progress --device $DEVICE | tail -60
-    keep_ablation .runs/mnist-ablation; pack
-    [ "$PART" = sample ] && { ls -la $OUT; exit 0; }
-    [ "$PART" = final ] || [ "$PART" = mnist-all ] && { pack; ls -la $OUT; exit 0; }
-    difflab ablate-warm-start .runs/default --prior .runs/gan --start-t 50,100,200,400 --sampler ddim,dpmpp-2m \
-      --steps 5 --no-baselines -n $N --batch-size 250 $SCORE --out .runs/gan-prior-steps5 --no-progress \
-      --device $DEVICE | tail -12
-    keep_ablation .runs/gan-prior-steps5 ;;
+    mnist_ablation ${MNIST_ABLATION_S:-330}
+    gan_prior_ablation 100000 5 --no-baselines ;;
 esac
 pack
 ls -la $OUT
