@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from difflab.config import TrainConfig
+from difflab.samplers import get_sampler
 from difflab.data.mnist import find_mnist_file, read_idx_images
 from difflab.errors import DataError
 from difflab.generation import generate_images, load_model
@@ -146,7 +147,8 @@ def score_run(run: Path, device: str, weights: str = "ema", samples: int = 256,
     precision = "auto"
     images = torch.cat([batch for _, batch in generate_images(
         loaded, samples, batch_size=256, sampler=sampler, steps=sampler_steps if sampler != "ddpm" else None,
-        eta=eta, seed=1, precision=precision, spacing=spacing)])
+        eta=eta if get_sampler(sampler).eta is not None else 0.0,  # the recipe's eta 1 is DDIM's; DDPM takes none
+        seed=1, precision=precision, spacing=spacing)])
     score = confident_class_rate(load_classifier(device), images.float() / 255)
     return {"weights": weights, "confident_rate": round(score.rate, 4), "classes_covered": score.classes_covered,
             "class_counts": score.class_counts, "guidance": loaded.guidance}
