@@ -37,10 +37,13 @@ class StepContext:
 class FamilyTrainer(Protocol):
     """One model family's networks, optimisers and losses, driven by the shared loop."""
 
-    def prepare(self, prepare: Callable[..., Any], example_images: Tensor, compile: bool, cuda_graphs: bool) -> None:
+    def prepare(self, prepare: Callable[..., Any], example_images: Tensor, compile: bool,
+                cuda_graphs: bool) -> str | None:
         """Wrap networks and optimisers for the devices (`prepare` is accelerator.prepare) and
         compile (`compile`, `cuda_graphs`: the core's decision from --compile/--cuda-graphs) with
-        `example_images`, one micro-batch of zeros. Called under the run's autocast."""
+        `example_images`, one micro-batch of zeros. Called under the run's autocast. Returns what
+        it compiled, for the log (e.g. "whole, CUDA graphs"), or None where everything stays eager
+        (a family may decline the core's decision)."""
 
     def train_step(self, images: Tensor, context: StepContext) -> dict[str, Tensor]:
         """One optimisation step on `images` (this process's share of the global batch, in

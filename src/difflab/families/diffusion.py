@@ -43,13 +43,15 @@ class DiffusionTrainer:
         self.cuda_graphs = False
         self.lr = config.lr
 
-    def prepare(self, prepare: Callable[..., Any], example_images: Tensor, compile: bool, cuda_graphs: bool) -> None:
+    def prepare(self, prepare: Callable[..., Any], example_images: Tensor, compile: bool,
+                cuda_graphs: bool) -> str | None:
         example = (example_images, torch.zeros(example_images.shape[0], device=example_images.device))
         self.cuda_graphs = cuda_graphs
-        network = compile_or_eager(self.model, example, enabled=compile, cuda_graphs=cuda_graphs,
-                                   scope=resolve_compile_scope(self.config.compile_scope))
+        scope = resolve_compile_scope(self.config.compile_scope)
+        network = compile_or_eager(self.model, example, enabled=compile, cuda_graphs=cuda_graphs, scope=scope)
         self.network, self.optimizer = prepare(network, self.optimizer)
         self.network.train()
+        return f"{scope}{', CUDA graphs' if cuda_graphs else ''}" if compile else None
 
     def train_step(self, images: Tensor, context: StepContext) -> dict[str, Tensor]:
         config = self.config

@@ -86,7 +86,7 @@ class StyleGAN2Trainer:
 
     # ---- set-up ----------------------------------------------------------------------------------
     def prepare(self, prepare: Callable[..., Any], example_batch: Tensor, compile: bool = False,
-                cuda_graphs: bool = False) -> None:
+                cuda_graphs: bool = False) -> str | None:
         """Place G and D for the devices; TF32 on CUDA; compile the main passes (`compile`: the core's
         --compile decision). R1 and path-length passes (double backward) always run on the
         uncompiled modules. CUDA graphs are not used: the lazy regularisers change the step's shape
@@ -120,6 +120,7 @@ class StyleGAN2Trainer:
             self.D_main = compile_or_eager(self.D_train, (images,), True)
             self.G.zero_grad(set_to_none=True)
             self.D.zero_grad(set_to_none=True)
+        return "G's and D's main passes" if self.compile_enabled else None
 
     def _synchronise(self, network: torch.nn.Module) -> None:
         """Average `network`'s gradients over the processes (one flat all-reduce); nothing on one."""
