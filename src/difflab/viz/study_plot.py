@@ -43,27 +43,27 @@ def plot_quality_vs_time(document: dict[str, Any], path: str | Path) -> Path:
               ("kid", "KID")]
     figure, axes_row = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), dpi=110)
     for axes, (key, title) in zip(axes_row, panels):
-        points = [(row["seconds"], row["metrics"].get(key, {}).get("value"), row["label"], row.get("sampler", ""))
-                  for row in document["rows"]]
-        measured = [(seconds, value, label, sampler) for seconds, value, label, sampler in points if value is not None]
-        kinds = [row.get("kind") for row in document["rows"] if row["metrics"].get(key, {}).get("value") is not None]
+        points = [(row["seconds"], row["metrics"].get(key, {}).get("value"), row["label"], row.get("sampler", ""),
+                   row.get("kind")) for row in document["rows"]]
+        measured = [point for point in points if point[1] is not None]
+        kinds = {kind for *_, kind in measured}
         labelled = (set(range(len(measured))) if len(measured) <= LABEL_ALL_UP_TO
-                    else pareto_front([(seconds, value) for seconds, value, _, _ in measured]))
-        for index, (seconds, value, label, sampler) in enumerate(measured):
-            axes.scatter(seconds, value, color=colour_of(sampler), marker=MARKERS.get(kinds[index], "o"), zorder=3)
+                    else pareto_front([(seconds, value) for seconds, value, *_ in measured]))
+        for index, (seconds, value, label, sampler, kind) in enumerate(measured):
+            axes.scatter(seconds, value, color=colour_of(sampler), marker=MARKERS.get(kind, "o"), zorder=3)
             if index in labelled:
                 axes.annotate(label, (seconds, value), textcoords="offset points", xytext=(5, 5), fontsize=8)
-        values = [value for _, value, _, _ in measured if value > 0]
+        values = [value for _, value, *_ in measured if value > 0]
         if values and max(values) > LOG_SCALE_RATIO * min(values):
             axes.set_yscale("log")
-        if any(kinds):
+        if kinds - {None}:
             from matplotlib.lines import Line2D
             handles = [Line2D([], [], color="gray", marker=marker, linestyle="", label=kind)
                        for kind, marker in MARKERS.items() if kind in kinds]
             legend_title = "labelled: best at their time" if len(measured) > LABEL_ALL_UP_TO else None
             axes.legend(handles=handles, fontsize=8, title=legend_title, title_fontsize=8, loc="best")
         if len(measured) < len(points):
-            missing = ", ".join(label for _, value, label, _ in points if value is None)
+            missing = ", ".join(label for _, value, label, *_ in points if value is None)
             axes.text(0.02, 0.02, f"not measured: {missing}\n(see results.md)", transform=axes.transAxes,
                       fontsize=8, color="gray", va="bottom")
         axes.set_xscale("log")
