@@ -307,8 +307,9 @@ class QualityMonitor:
                 warnings.warn(f"difflab: at step {step}, {rate:.1%} of the samples are near copies of training "
                               f"images (RMS < {settings.copy_threshold}), against {self.holdout_rate:.1%} of "
                               "held-out real images: the model has started to copy its training set. FD and KID "
-                              "against the training images cannot see it (copies score well, also for --keep-best): "
-                              "a checkpoint from before this step, or more data, avoids it", stacklevel=2)
+                              "against the training images cannot see it (copies score well, so the best "
+                              "checkpoint may copy too): a checkpoint from before this step, or more data, "
+                              "avoids it", stacklevel=2)
         seconds = time.monotonic() - started
         self.state.eval_seconds += seconds
         improved = self._count(float(record[settings.metric]), step)
