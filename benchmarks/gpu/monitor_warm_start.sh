@@ -36,8 +36,9 @@ ANIME=.gpu1/anime-faces-64px-20k.zip
 CIFAR_FEATURES=.gpu1/featnet.py:cifar10
 MNIST_FEATURES=.gpu2/featnet.py:mnist
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/src
-difflab() { python3 -m difflab.cli.main "$@" 2>&1 | grep -v -E "Warning|warn\(" ; }
-difflab_within() { local seconds=$1; shift; timeout $seconds python3 -m difflab.cli.main "$@" 2>&1 | grep -v -E "Warning|warn\(" ; }
+difflab_within() {  # SECONDS (0 = no limit) ARGS
+  local seconds=$1; shift; timeout $seconds python3 -m difflab.cli.main "$@" 2>&1 | grep -v -E "Warning|warn\(" ; }
+difflab() { difflab_within 0 "$@"; }
 (nvidia-smi --query-gpu=name,memory.used --format=csv,noheader 2>/dev/null || lscpu | grep "Model name")
 R=.runs/out-r  # kept outside $OUT, packed into $OUT/results.tgz after every phase (a killed call still returns it)
 mkdir -p .runs
@@ -137,7 +138,7 @@ case $PART in
     ls .runs/default/logs/* | head -3 ;;
   sample)  # the old layout's call 2
     mkdir -p $R; for run in default keras; do score_best .runs/$run; done; pack
-    gan_prior_ablation 100000 10 --plain $PLAIN
+    gan_prior_ablation 0 10 --plain $PLAIN
     side_runs ${MEM_MINUTES:-5} ${MNIST_MINUTES:-1} ${DIP_MINUTES:-1}
     mnist_ablation ${MNIST_ABLATION_S:-330} ;;
   sample2)  # LONG layout, call 2 (the default arm still training)
@@ -164,7 +165,7 @@ case $PART in
   mnist)  # the old layout's call 3
     mkdir -p $R
     mnist_ablation ${MNIST_ABLATION_S:-330}
-    gan_prior_ablation 100000 5 --no-baselines ;;
+    gan_prior_ablation 0 5 --no-baselines ;;
 esac
 pack
 ls -la $OUT
