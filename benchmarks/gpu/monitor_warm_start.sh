@@ -15,24 +15,28 @@
 #   PART=mnist   carry .gpu3. Issue 15's MNIST ablation (passes x DDPM steps) and the GAN-prior rows
 #                at 5 steps, each alone on the GPU.
 # DEVICE=cpu with small MINUTES/N runs the same commands on a CPU (a dry run of the plumbing).
-# Issue 16's 20-minute run, in three calls of at most 10 minutes (the budget of one session): LONG=20
-# starts the default arm in its own process session (setsid, so it outlives the call) for LONG minutes,
-#   PART=train LONG=20     carry .gpu1: the default arm detached; keras-lab and StyleGAN2 for MINUTES;
-#   PART=sample2 LONG=20   carry .gpu3: the 2,000-image memorisation run and the MNIST model and
-#                          denoiser beside it; then the keras-lab run's best checkpoint, scored;
-#   PART=final             carry .gpu3: waits for the default arm, scores its best checkpoint, then the
-#                          GAN-prior and MNIST ablations (each alone on the GPU) in what is left of FINAL_S.
-# The default arm shares the GPU with the other runs for most of its time; its log says with which.
+# Issue 16's 20-minute run and issue 15's GAN prior, in three calls of at most 10 minutes (the budget of
+# one session). Each long run starts in its own process session (setsid), so it outlives the call:
+#   PART=long1  carry .gpu1: the default arm (LONG minutes, default 20, the monitor every EVAL_EVERY
+#               steps) and StyleGAN2 (GAN_MINUTES, default 10), side by side; then watches them until CALL_S.
+#   PART=long2  carry .gpu3: the 2,000-image memorisation run (MEM_MINUTES, default 10.5), detached; once
+#               the GAN has finished, the GAN-prior ablation on a snapshot of the default arm (a fallback:
+#               its times are shared); then watches the runs until CALL_S.
+#   PART=long3  carry .gpu3: waits for both long runs, then the GAN-prior ablation on the finished default
+#               arm, alone on the GPU, at 10 and then 5 steps, within FINAL_S.
+# The default arm shares the GPU for most of its time (with the GAN, then the memorisation run); its
+# monitor's curve is therefore given in steps too.
 # Carry (the device removes a folder carried in one call and not named in the next): build the folders
 # with `python benchmarks/gpu/make_carry.py`; call 1 carries .gpu1, calls 2 and 3 (and PART=sample, mnist,
 # mnist-all) carry .gpu3, which this script unpacks into .gpu1 (8,000 faces to score against) and .gpu2.
+# A run keeps its data and feature network in memory, so the unpacking does not disturb one in flight.
 set -u
 PART=${PART:?set PART=train, sample or mnist}
 MINUTES=${MINUTES:-8.3}
 N=${N:-1000}
 DEVICE=${DEVICE:-cuda}
 [ "$DEVICE" != cpu ] && [ -d .gpu3/g1 ] && { rm -rf .gpu1 .gpu2; mv .gpu3/g1 .gpu1; mv .gpu3/g2 .gpu2; }  # on the device only
-ANIME=.gpu1/anime-faces-64px-20k.zip
+ANIME=${ANIME:-.gpu1/anime-faces-64px-20k.zip}  # ANIME= a smaller set for a CPU dry run
 CIFAR_FEATURES=.gpu1/featnet.py:cifar10
 MNIST_FEATURES=.gpu2/featnet.py:mnist
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/src
@@ -52,7 +56,7 @@ keep() {  # run folder -> $R/<name>-*: its logs, plots and last grid
   cp "$(ls $1/samples/*.png 2>/dev/null | tail -1)" $R/$name-last-grid.png 2>/dev/null
 }
 keep_ablation() {  # ablation folder: its tables and plot, and the first 8 images of every row
-  local name=$(basename $1)
+  local name=$(basename $1); [ -d $1 ] || return 0
   for f in results.json results.md quality_vs_time.png; do cp $1/$f $R/$name-$f 2>/dev/null; done
   python3 - $1 $R/$name-rows.npz <<'PY'
 import sys, numpy as np
@@ -86,12 +90,15 @@ side_runs() {  # MEM_MINUTES MNIST_MINUTES DIP_MINUTES, side by side: the 2,000-
   for run in $runs; do echo "== $run"; tail -4 .runs/$run.log; keep .runs/$run; cp .runs/$run.log $R/; done
   pack
 }
-gan_prior_ablation() {  # SECONDS STEPS [options]: issue 15's GAN-prior rows on the anime faces, alone on the GPU
-  local seconds=$1 steps=$2; shift 2
-  difflab_within $seconds ablate-warm-start .runs/default --prior .runs/gan --start-t 50,100,200,400 \
-    --sampler ddim,dpmpp-2m --steps $steps "$@" -n $N --batch-size 250 $SCORE --out .runs/gan-prior-steps$steps \
+gan_prior_ablation() {  # SECONDS STEPS RUN NAME [options]: issue 15's GAN-prior rows on the anime faces
+  # (eager by default: a cold compile of the sampler would cost a minute of the call; every row alike)
+  local seconds=$1 steps=$2 run=$3 name=$4; shift 4
+  echo "== GAN-prior ablation of $run at $steps steps within $seconds s"
+  difflab_within $seconds ablate-warm-start $run --prior .runs/gan --start-t 50,100,200,400 \
+    --sampler ddim,dpmpp-2m --steps $steps "$@" -n $N --batch-size 250 $SCORE --out .runs/$name \
+    --compile ${ABLATION_COMPILE:-off} \
     --no-progress --device $DEVICE | tail -30
-  keep_ablation .runs/gan-prior-steps$steps; pack
+  keep_ablation .runs/$name; pack
 }
 mnist_ablation() {  # SECONDS: issue 15's MNIST ablation (passes x DDPM steps), alone on the GPU
   python3 - .gpu2/mnist .runs/mnist-real <<'PY'
@@ -113,6 +120,27 @@ PY
 packer() {  # pack every 20 s: a call stopped at its limit still returns what was finished
   ( while sleep 20; do pack; done ) > /dev/null 2>&1 &
   trap "kill $! 2>/dev/null" EXIT
+}
+detach() {  # NAME ARGS: `difflab ARGS` in its own process session (it outlives this call), pid in .runs/NAME.pid
+  local name=$1; shift
+  setsid nohup python3 -m difflab.cli.main "$@" > .runs/$name.log 2>&1 < /dev/null &
+  echo $! > .runs/$name.pid
+}
+running() { local pid=$(cat .runs/$1.pid 2>/dev/null); [ -n "$pid" ] && kill -0 $pid 2>/dev/null; }
+finish() { while running $1; do sleep 5; done; echo "== $1"; grep -v -E "Warning|warn\(" .runs/$1.log | tail -4; keep .runs/$1; cp .runs/$1.log $R/; pack; }
+watch_runs() {  # UNTIL_SECONDS RUN...: keep and pack the runs every 30 s until this call's SECONDS reach UNTIL
+  local until=$1 last=-999; shift
+  while [ $SECONDS -lt $until ]; do
+    for run in "$@"; do keep .runs/$run; cp .runs/$run.log $R/ 2>/dev/null; done; pack
+    if [ $(( SECONDS - last )) -ge 120 ]; then
+      last=$SECONDS; for run in "$@"; do echo "[$SECONDS s] $run: $(grep -E '^step|eval' .runs/$run.log | tail -1 | cut -c1-150)"; done
+    fi
+    sleep 30
+  done
+}
+snapshot() {  # RUN FILE: a copy of the run's newest checkpoint (the run goes on writing and rotating its own)
+  python3 -c "import shutil, sys; from difflab.training.checkpoint import find_checkpoint; \
+f = find_checkpoint(sys.argv[1]); shutil.copy(f, sys.argv[2]); print('snapshot of', f)" $1 $2
 }
 PLAIN=ddim:5,ddim:20,ddim:50,dpmpp-2m:5,dpmpp-2m:20
 case $PART in
@@ -138,26 +166,31 @@ case $PART in
     ls .runs/default/logs/* | head -3 ;;
   sample)  # the old layout's call 2
     mkdir -p $R; for run in default keras; do score_best .runs/$run; done; pack
-    gan_prior_ablation 0 10 --plain $PLAIN
+    gan_prior_ablation 0 10 .runs/default gan-prior-steps10 --plain $PLAIN
     side_runs ${MEM_MINUTES:-5} ${MNIST_MINUTES:-1} ${DIP_MINUTES:-1}
     mnist_ablation ${MNIST_ABLATION_S:-330} ;;
-  sample2)  # LONG layout, call 2 (the default arm still training)
+  long1)  # issue 16's 20-minute default arm and issue 15's GAN, detached
+    rm -rf .runs/*; mkdir -p $R
+    long="--steps 100000000 --log-every 200 --no-progress ${EXTRA:-}"
+    logger=$(python3 -c "import tensorboard" 2>/dev/null && echo tensorboard || echo none)
+    echo "default arm: --logger $logger"
+    detach default train $ANIME --out .runs/default --max-minutes ${LONG:-20} $long --eval-every ${EVAL_EVERY:-3000} \
+      --holdout 500 $MONITOR --logger $logger
+    detach gan train $ANIME --model stylegan2 --out .runs/gan --max-minutes ${GAN_MINUTES:-10} $long
+    watch_runs ${CALL_S:-560} default gan ;;
+  long2)  # the memorisation run, detached; the fallback GAN-prior rows on a snapshot
     mkdir -p $R
-    side_runs ${MEM_MINUTES:-7} ${MNIST_MINUTES:-2} ${DIP_MINUTES:-1.5}
-    score_best .runs/keras
-    echo "== default (still training)"; tail -3 .runs/default.log; keep .runs/default; cp .runs/default.log $R/ ;;
-  final)  # LONG layout, call 3
+    detach anime2k train .gpu2/anime-faces-96px-2k.zip --image-size 64 --out .runs/anime2k --max-minutes ${MEM_MINUTES:-10.5} \
+      --steps 100000000 --log-every 200 --no-progress ${EXTRA:-} --eval-every ${MEM_EVAL_EVERY:-1500} --holdout 200 $MONITOR
+    finish gan
+    snapshot .runs/default .runs/default-snapshot.safetensors
+    gan_prior_ablation $(( ${CALL_S:-560} - SECONDS - 20 )) 10 .runs/default-snapshot.safetensors gan-prior-snapshot-steps10 --plain $PLAIN
+    watch_runs ${CALL_S:-560} default anime2k ;;
+  long3)  # both long runs finished, then the GAN-prior rows alone on the GPU
     mkdir -p $R; packer
-    pid=$(cat .runs/default.pid 2>/dev/null)
-    while [ -n "$pid" ] && kill -0 $pid 2>/dev/null; do sleep 5; done
-    echo "== default"; tail -5 .runs/default.log; keep .runs/default; cp .runs/default.log $R/
-    score_best .runs/default; pack
-    # what is left of this call (FINAL_S, default 570 s) goes 2:3 to the GAN-prior and MNIST ablations;
-    # each writes results.json row by row, so one stopped by its timeout keeps the rows it finished
-    left=$(( ${FINAL_S:-570} - SECONDS )); gan_s=$(( left * 2 / 5 )); [ $gan_s -gt ${GAN_ABLATION_S:-240} ] && gan_s=${GAN_ABLATION_S:-240}
-    echo "== $left s left: GAN-prior ablation within $gan_s s"
-    gan_prior_ablation $gan_s 10 --plain $PLAIN
-    mnist_ablation $(( ${FINAL_S:-570} - SECONDS - 15 )) ;;
+    finish default; finish anime2k
+    gan_prior_ablation $(( ${FINAL_S:-560} - SECONDS - 60 )) 10 .runs/default gan-prior-steps10 --plain $PLAIN
+    gan_prior_ablation $(( ${FINAL_S:-560} - SECONDS - 15 )) 5 .runs/default gan-prior-steps5 --no-baselines ;;
   mnist-all)  # one call, carry .gpu2 only: the MNIST model and the denoiser side by side, then the MNIST ablation alone
     mkdir -p $R; packer
     side_runs 0 ${MNIST_MINUTES:-1.5} ${DIP_MINUTES:-1.5}
@@ -165,7 +198,7 @@ case $PART in
   mnist)  # the old layout's call 3
     mkdir -p $R
     mnist_ablation ${MNIST_ABLATION_S:-330}
-    gan_prior_ablation 0 5 --no-baselines ;;
+    gan_prior_ablation 0 5 .runs/default gan-prior-steps5 --no-baselines ;;
 esac
 pack
 ls -la $OUT
