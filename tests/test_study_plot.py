@@ -15,3 +15,15 @@ def test_a_large_ablation_plots_with_a_log_axis_and_a_legend(tmp_path):
     document = {"rows": rows, "num_images": 10, "device": "cpu", "scoring": {"distance": "FD", "extractor": "x"}}
     path = plot_quality_vs_time(document, tmp_path / "plot.png")
     assert path.stat().st_size > 10_000
+
+
+def test_a_large_ablation_numbers_its_front_in_order_of_time_and_keys_the_numbers():
+    from difflab.viz.study_plot import LABEL_ALL_UP_TO, point_labels
+    few = [(1.0, 2.0, "a"), (2.0, 1.0, "b")]
+    assert point_labels(few) == ({0: "a", 1: "b"}, [])
+    # the front of these: (0.5, 9.0) "slow-start", then (1.0, 5.0), (2.0, 3.0), (3.0, 1.0); the rest are beaten
+    many = [(1.0, 5.0, "p"), (2.0, 3.0, "q"), (2.0, 4.0, "r"), (0.5, 9.0, "s"), (3.0, 3.5, "t"), (3.0, 1.0, "u")]
+    many += [(10.0 + i, 20.0, f"beaten {i}") for i in range(LABEL_ALL_UP_TO)]
+    marks, key = point_labels(many)
+    assert marks == {3: "1", 0: "2", 1: "3", 5: "4"}
+    assert key == ["1: s", "2: p", "3: q", "4: u"]

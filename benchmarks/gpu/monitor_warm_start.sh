@@ -48,7 +48,8 @@ R=.runs/out-r  # kept outside $OUT, packed into $OUT/results.tgz after every pha
 mkdir -p .runs
 pack() { tar czf $OUT/results.tgz -C .runs out-r; }
 MONITOR="--eval-metric kid --eval-images $N --eval-features $CIFAR_FEATURES --eval-sampler-steps 20 --keep-best"
-FEATURES="--features $CIFAR_FEATURES --detector-weights .gpu1/lbpcascade_animeface.xml"
+# AFD off by default: the device has OpenCV 5.0, which has no CascadeClassifier (session 11)
+FEATURES="--features $CIFAR_FEATURES ${AFD_OPTIONS:---afd off}"  # AFD_OPTIONS="--detector-weights .gpu1/lbpcascade_animeface.xml" with OpenCV < 5
 SCORE="--real $ANIME $FEATURES"
 keep() {  # run folder -> $R/<name>-*: its logs, plots and last grid
   local name=$(basename $1)
