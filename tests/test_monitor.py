@@ -2,6 +2,7 @@
 with a planted score sequence, resume, and the memorisation alarm on real faces."""
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from difflab.errors import ConfigError
 from difflab.metrics.extractors import Extractor
 from difflab.metrics.running import RunningStatistics
 from difflab.metrics.statistics import FeatureStatistics
-from difflab.training.monitor import MonitorSettings, QualityMonitor, copies_clearly_exceed
+from difflab.training.monitor import MonitorSettings, QualityMonitor, copies_clearly_exceed, data_copying_z
 
 
 class MeanColour:
@@ -178,12 +179,57 @@ def test_the_alarm_fires_on_copies_and_not_on_unseen_real_faces(tmp_path, shared
         warnings.simplefilter("error")  # no alarm on real unseen faces
         honest = monitor.evaluate(unseen, step=10, run_seconds=1.0).record
     assert "memorisation_alarm" not in honest and honest["near_copy_rate"] <= 0.05
-    with pytest.warns(UserWarning, match="near copies of training images"):
+    with pytest.warns(UserWarning, match="near copies of training images"), \
+            pytest.warns(UserWarning, match="closer to their nearest training images"):
         copied = monitor.evaluate(copies, step=20, run_seconds=1.0).record
-    assert copied["memorisation_alarm"] and copied["near_copy_rate"] == 1.0
+    assert copied["memorisation_alarm"] and copied["near_copy_rate"] == 1.0 and copied["data_copying_warning"]
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # once only
         monitor.evaluate(copies, step=30, run_seconds=1.0)
+
+
+def test_the_data_copying_statistic_against_closed_forms():
+    # two samples both closer than the one baseline distance: U = 0, so Z = (0 - 1) / sqrt(2 * 1 * 4 / 12)
+    assert data_copying_z(np.array([1.0, 2.0]), np.array([3.0])) == pytest.approx(-1 / math.sqrt(2 / 3))
+    assert data_copying_z(np.array([4.0, 5.0]), np.array([3.0])) == pytest.approx(1 / math.sqrt(2 / 3))
+    assert data_copying_z(np.array([1.0, 3.0]), np.array([2.0])) == pytest.approx(0.0)
+    # Z against the normal approximation's two-sided p-value that scipy reports (no ties, no continuity)
+    from scipy.stats import mannwhitneyu, norm
+    generator = np.random.default_rng(0)
+    samples, baseline = generator.normal(0.18, 0.02, 1000), generator.normal(0.20, 0.02, 200)
+    z = data_copying_z(samples, baseline)
+    p = mannwhitneyu(samples, baseline, alternative="two-sided", method="asymptotic", use_continuity=False).pvalue
+    assert z < -3 and 2 * norm.sf(abs(z)) == pytest.approx(p, rel=1e-6)
+
+
+def test_the_data_copying_warning_sees_samples_nearer_the_training_set_than_unseen_faces(tmp_path, shared_data):
+    faces = load_dataset(str(shared_data / "anime-faces-96px-2k.zip"), image_size=32, progress=False)
+    training, held = split_holdout(faces, 300, seed=0)
+    monitor = QualityMonitor(settings(images=200, holdout=300), tmp_path, lambda: STUB, torch.device("cpu"),
+                             progress=False)
+    monitor.prepare(training, held)
+    generator = torch.Generator().manual_seed(0)
+
+    def unseen(count, seed):  # real faces the model never trained on: as far as the baseline
+        return held.images[seed % 100: seed % 100 + count]
+
+    def nearly_copied(count, seed):  # training faces under noise: no near copy, but closer than unseen faces
+        noise = torch.randint(-40, 41, training.images[:count].shape, generator=generator)
+        return (training.images[seed: seed + count].int() + noise).clamp(0, 255).to(torch.uint8)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        honest = monitor.evaluate(unseen, step=10, run_seconds=1.0).record
+    assert abs(honest["data_copying_z"]) < 3 and "data_copying_warning" not in honest
+    with pytest.warns(UserWarning, match="closer to their nearest training images"):
+        near = monitor.evaluate(nearly_copied, step=20, run_seconds=1.0).record
+    assert near["data_copying_warning"] and near["data_copying_z"] < -3
+    assert near["near_copy_rate"] <= monitor.holdout_rate  # the near-copy rate alone would not have seen it
+    assert "memorisation_alarm" not in near
+    resumed = QualityMonitor(settings(images=200, holdout=300), tmp_path, lambda: STUB, torch.device("cpu"),
+                             progress=False)
+    resumed.load_state_dict(monitor.state_dict(), resume_step=20)
+    assert resumed.state.copying_warned and monitor.summary()["data_copying_warning"]
 
 
 def test_the_alarm_test_needs_a_clear_excess():

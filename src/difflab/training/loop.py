@@ -357,6 +357,8 @@ def _describe_evaluation(record: dict) -> str:
     if "near_copy_rate" in record:
         parts.append(f"near copies {record['near_copy_rate']:.1%} (held-out real images "
                      f"{record['holdout_near_copy_rate']:.1%})")
+    if "data_copying_z" in record:
+        parts.append(f"data-copying Z_U {record['data_copying_z']:.1f}")
     best = " (best so far)" if record.get("best_step") == record["step"] else f" (best: step {record.get('best_step')})"
     return f"difflab: monitor, {', '.join(parts)}{best}; {record['seconds']:.1f} s, {record['eval_share']:.1%} of the run"
 

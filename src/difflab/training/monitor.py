@@ -13,6 +13,14 @@ samples' nearest training image (RMS distance of 32x32 thumbnails, as `difflab n
 compared with the held-out images' nearest training image: real images the model never saw
 set the baseline rate of "near copies" (closer than 0.05). A sample rate clearly above it
 (a two-proportion z-test at z > 3, and at least twice the baseline) is a warning, once.
+
+Copying starts before the near copies do: on the 2,000-image anime set (session 11, H200) the
+samples drew 10% closer to the training images than unseen faces are, with no sample under the
+near-copy threshold yet. The data-copying test of Meehan, Chaudhuri and Dasgupta (2020, "A
+non-parametric test to detect data-copying in generative models") sees that: Z_U compares the two
+sets of nearest-neighbour distances (Mann-Whitney U, normalised), is about N(0, 1) for a model whose
+samples are as far from its training images as fresh real images are, and negative when they are
+closer. It is logged at every evaluation; Z_U < -3 is a second warning, once.
 """
 from __future__ import annotations
 
@@ -42,6 +50,7 @@ from difflab.metrics.statistics import FeatureStatistics
 KID_REFERENCE_IMAGES = 5000  # training features kept for KID: bounded, whatever the set's size
 KID_SUBSETS = 20  # fewer than `difflab kid`'s 100: an evaluation must stay cheap; the spread is logged
 ALARM_Z = 3.0
+DATA_COPYING_Z = 3.0  # warn when the data-copying statistic Z_U falls below -DATA_COPYING_Z
 BEST_FOLDER = "best"  # RUN/checkpoints/best/: the best-scoring checkpoint (--keep-best), for --weights best
 
 
@@ -91,12 +100,13 @@ class MonitorState:
     best_step: int | None = None
     evaluations_since_best: int = 0
     alarm_fired: bool = False
+    copying_warned: bool = False
     eval_seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {"history": self.history, "best_score": self.best_score, "best_step": self.best_step,
                 "evaluations_since_best": self.evaluations_since_best, "alarm_fired": self.alarm_fired,
-                "eval_seconds": self.eval_seconds}
+                "copying_warned": self.copying_warned, "eval_seconds": self.eval_seconds}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> MonitorState:
@@ -145,11 +155,26 @@ def thumbnails_of(images: Tensor) -> np.ndarray:
     return pixels.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).reshape(len(images), -1).cpu().numpy()
 
 
-def near_copy_rate(queries: np.ndarray, training: np.ndarray, threshold: float) -> tuple[float, float]:
-    """(share of queries whose nearest training thumbnail is within `threshold` RMS, median RMS)."""
+def nearest_rms(queries: np.ndarray, training: np.ndarray) -> np.ndarray:
+    """Each query thumbnail's RMS distance (pixels in [0, 1]) to its nearest training thumbnail."""
     _, distances = nearest_neighbours(queries, training)
-    rms = distances / 255 / math.sqrt(queries.shape[1])
+    return distances / 255 / math.sqrt(queries.shape[1])
+
+
+def near_copy_rate(rms: np.ndarray, threshold: float) -> tuple[float, float]:
+    """(share of the distances `rms` under `threshold`, their median)."""
     return float((rms < threshold).mean()), float(np.median(rms))
+
+
+def data_copying_z(sample_distances: np.ndarray, baseline_distances: np.ndarray) -> float:
+    """Meehan et al. (2020)'s Z_U: the Mann-Whitney U of the samples' nearest-training distances
+    against held-out real images', centred and scaled by its null mean m n / 2 and standard deviation
+    sqrt(m n (m + n + 1) / 12). Negative: the samples are closer to the training set than unseen
+    data are. scipy gives U; the normalisation is the paper's."""
+    from scipy.stats import mannwhitneyu
+    m, n = len(sample_distances), len(baseline_distances)
+    u = mannwhitneyu(sample_distances, baseline_distances, alternative="two-sided").statistic
+    return float((u - m * n / 2) / math.sqrt(m * n * (m + n + 1) / 12))
 
 
 def copies_clearly_exceed(sample_rate: float, samples: int, baseline_rate: float, baseline: int) -> bool:
@@ -194,6 +219,7 @@ class QualityMonitor:
         self.reference: Reference | None = None
         self.holdout_rate: float | None = None
         self.holdout_median: float | None = None
+        self.holdout_distances: np.ndarray | None = None
         self.holdout_count = 0
         self.state = MonitorState()
         self.progress = progress
@@ -219,8 +245,8 @@ class QualityMonitor:
             training, path, key, want_thumbnails)
         if held_out is not None and self.reference.thumbnails is not None:
             held_thumbnails = np.concatenate([thumbnails_of(b) for b in _batches(held_out, self.settings.batch_size)])
-            self.holdout_rate, self.holdout_median = near_copy_rate(
-                held_thumbnails, self.reference.thumbnails, self.settings.copy_threshold)
+            self.holdout_distances = nearest_rms(held_thumbnails, self.reference.thumbnails)
+            self.holdout_rate, self.holdout_median = near_copy_rate(self.holdout_distances, self.settings.copy_threshold)
             self.holdout_count = len(held_thumbnails)
         self.state.eval_seconds += time.monotonic() - started
 
@@ -297,10 +323,11 @@ class QualityMonitor:
                                   seed=step)
             record.update(kid=kid.mean, kid_std=kid.std)
         if self.holdout_rate is not None:
-            rate, median = near_copy_rate(np.concatenate(thumbnails), self.reference.thumbnails,
-                                          settings.copy_threshold)
+            distances = nearest_rms(np.concatenate(thumbnails), self.reference.thumbnails)
+            rate, median = near_copy_rate(distances, settings.copy_threshold)
+            copying_z = data_copying_z(distances, self.holdout_distances)
             record.update(near_copy_rate=rate, nearest_median=median, holdout_near_copy_rate=self.holdout_rate,
-                          holdout_nearest_median=self.holdout_median)
+                          holdout_nearest_median=self.holdout_median, data_copying_z=copying_z)
             if not self.state.alarm_fired and copies_clearly_exceed(rate, made, self.holdout_rate, self.holdout_count):
                 self.state.alarm_fired = True
                 record["memorisation_alarm"] = True
@@ -310,6 +337,16 @@ class QualityMonitor:
                               "against the training images cannot see it (copies score well, so the best "
                               "checkpoint may copy too): a checkpoint from before this step, or more data, "
                               "avoids it", stacklevel=2)
+            if not self.state.copying_warned and copying_z < -DATA_COPYING_Z:
+                self.state.copying_warned = True
+                record["data_copying_warning"] = True
+                warnings.warn(f"difflab: at step {step}, the samples are closer to their nearest training images "
+                              f"than held-out real images are (median RMS {median:.4f} against "
+                              f"{self.holdout_median:.4f}; data-copying test Z_U = {copying_z:.1f}, Meehan et al. "
+                              "2020): the model has begun to copy its training set, or its samples have lost "
+                              "diversity; near copies usually follow with more training. Watch KID and the "
+                              "near-copy rate; a checkpoint from before this step, or more data, avoids it",
+                              stacklevel=2)
         seconds = time.monotonic() - started
         self.state.eval_seconds += seconds
         improved = self._count(float(record[settings.metric]), step)
@@ -336,6 +373,7 @@ class QualityMonitor:
         for record in (r for r in saved.history if r["step"] <= resume_step):  # replayed: best and counts follow
             self._count(float(record[self.settings.metric]), record["step"])
             self.state.alarm_fired |= bool(record.get("memorisation_alarm"))
+            self.state.copying_warned |= bool(record.get("data_copying_warning"))
             self.state.history.append(record)
 
     def _count(self, score: float, step: int) -> bool:
@@ -356,7 +394,7 @@ class QualityMonitor:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        names = [n for n in ("fd", "kid", "near_copy_rate") if n in history[0]]
+        names = [n for n in ("fd", "kid", "near_copy_rate", "data_copying_z") if n in history[0]]
         figure, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.0), dpi=110, squeeze=False)
         for axis, name in zip(axes[0], names):
             axis.plot([r["step"] for r in history], [r[name] for r in history], marker="o", linewidth=1)
@@ -364,9 +402,13 @@ class QualityMonitor:
                 axis.axhline(history[0]["holdout_near_copy_rate"], color="tab:gray", linestyle="--",
                              label="held-out real images")
                 axis.legend(fontsize=7)
+            if name == "data_copying_z":
+                axis.axhline(-DATA_COPYING_Z, color="tab:red", linestyle="--", label="warning")
+                axis.axhline(0.0, color="tab:gray", linewidth=0.8)
+                axis.legend(fontsize=7)
             if name == self.settings.metric and self.state.best_step is not None:
                 axis.axvline(self.state.best_step, color="tab:green", alpha=0.4, label="best")
-            axis.set_title(f"{name} ({self.extractor.name})" if name != "near_copy_rate" else name, fontsize=9)
+            axis.set_title(f"{name} ({self.extractor.name})" if name in ("fd", "kid") else name, fontsize=9)
             axis.set_xlabel("step", fontsize=8)
             axis.grid(alpha=0.3)
         figure.tight_layout()
@@ -377,7 +419,8 @@ class QualityMonitor:
     def summary(self) -> dict[str, Any]:
         return {"evaluations": len(self.state.history), "best_step": self.state.best_step,
                 "best_score": self.state.best_score, "metric": self.settings.metric,
-                "eval_seconds": round(self.state.eval_seconds, 2), "memorisation_alarm": self.state.alarm_fired}
+                "eval_seconds": round(self.state.eval_seconds, 2), "memorisation_alarm": self.state.alarm_fired,
+                "data_copying_warning": self.state.copying_warned}
 
 
 def monitor_extractor(spec: str, device: torch.device) -> Extractor:
