@@ -180,3 +180,17 @@ def test_samplers_receive_their_timesteps(schedule, sampler, kwargs):
     run = lambda **more: sampler(denoise, noise, schedule, generator=torch.Generator().manual_seed(7), **kwargs, **more)
     assert torch.equal(run(steps=12, spacing="quadratic", start_step=600),
                        run(timesteps=timesteps_for(1000, 12, "quadratic", start_step=600)))
+
+
+@pytest.mark.parametrize("start_step", [999, 400, 1])
+def test_one_ddpm_step_returns_the_x0_prediction(schedule, start_step):
+    """Respaced onto one timestep t, DDPM's only step has alpha_bar_prev = 1: the posterior mean's
+    coefficients are 1 on x0 and 0 on x_t, and no noise is added, so the output is pred_x0 exactly
+    (this once crashed: a one-step schedule had an empty log-variance table)."""
+    denoise = gaussian_denoiser(schedule, MEAN, COVARIANCE)
+    x = torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
+    out = sample_ddpm(denoise, x, schedule, steps=1, start_step=start_step)
+    expected = denoise(x, torch.full((64,), start_step, dtype=torch.long)).pred_x0
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    one_step = DiffusionSchedule(make_beta_schedule("linear", 1000)[:1])
+    assert torch.isfinite(one_step.posterior_log_variance).all() and one_step.posterior_log_variance.shape == (1,)

@@ -51,8 +51,11 @@ class DiffusionSchedule:
             "signal_rates": alpha_bar.sqrt(),
             "noise_rates": (1.0 - alpha_bar).sqrt(),
             "posterior_variance": posterior_variance,
-            # The variance is 0 at t=0; clip the log as the DDPM code does.
-            "posterior_log_variance": torch.log(torch.cat([posterior_variance[1:2], posterior_variance[1:]])),
+            # The variance is 0 at t=0; clip the log as the DDPM code does. A one-step schedule (a
+            # respacing onto one timestep) has no t=1 to clip to: its t=0 adds no noise, so any
+            # finite value serves; beta_0 keeps the table finite.
+            "posterior_log_variance": torch.log(torch.cat([posterior_variance[1:2] if len(betas) > 1 else betas[:1],
+                                                           posterior_variance[1:]])),
             "posterior_coef_x0": betas * alpha_bar_prev.sqrt() / (1.0 - alpha_bar),
             "posterior_coef_xt": (1.0 - alpha_bar_prev) * alphas.sqrt() / (1.0 - alpha_bar),
             "snr": alpha_bar / (1.0 - alpha_bar),
