@@ -24,6 +24,8 @@
 #               its times are shared); then watches the runs until CALL_S.
 #   PART=long3  carry .gpu3: waits for both long runs, then the GAN-prior ablation on the finished default
 #               arm, alone on the GPU, at 10 and then 5 steps, within FINAL_S.
+#   PART=mem1, then mem2 (carry .gpu3 both): the 2,000-image memorisation run alone on the GPU for
+#               MEM_MINUTES (default 20), across two calls (what session 11's shared 10.5 minutes could not show).
 # The default arm shares the GPU for most of its time (with the GAN, then the memorisation run); its
 # monitor's curve is therefore given in steps too.
 # Carry (the device removes a folder carried in one call and not named in the next): build the folders
@@ -192,6 +194,13 @@ case $PART in
     finish default; finish anime2k
     gan_prior_ablation $(( ${FINAL_S:-560} - SECONDS - 60 )) 10 .runs/default gan-prior-steps10 --plain $PLAIN
     gan_prior_ablation $(( ${FINAL_S:-560} - SECONDS - 15 )) 5 .runs/default gan-prior-steps5 --no-baselines ;;
+  mem1)  # issue 16's 2,000-image run alone on the GPU, detached (MEM_MINUTES, default 20), carry .gpu3
+    rm -rf .runs/*; mkdir -p $R
+    detach anime2k train .gpu2/anime-faces-96px-2k.zip --image-size 64 --out .runs/anime2k --max-minutes ${MEM_MINUTES:-20} \
+      --steps 100000000 --log-every 200 --no-progress ${EXTRA:-} --eval-every ${MEM_EVAL_EVERY:-3000} --holdout 200 $MONITOR
+    watch_runs ${CALL_S:-560} anime2k ;;
+  mem2)  # its second call (carry .gpu3): watches it to the end
+    mkdir -p $R; packer; finish anime2k ;;
   mnist-all)  # one call, carry .gpu2 only: the MNIST model and the denoiser side by side, then the MNIST ablation alone
     mkdir -p $R; packer
     side_runs 0 ${MNIST_MINUTES:-1.5} ${DIP_MINUTES:-1.5}

@@ -102,5 +102,8 @@ class Family:
     load_generator: Callable[..., ImageGenerator]  # load_generator(checkpoint, device, weights) -> ImageGenerator
     weights: tuple[str, ...] = ("ema", "model")  # what `--weights` may name
     check: Callable[[Any], None] = lambda config: None  # option checks that run before any data is read
+    # what a run of this family is as a warm-start prior (generation/warm_start.py): "denoiser" (passes
+    # from noise), "gan" (one sample), or None (not a prior)
+    prior_kind: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     FAMILY_KEY: ClassVar[str] = "family"

@@ -275,4 +275,4 @@ def load_denoiser_generator(path, device, weights: str = "ema") -> DenoiserGener
 FAMILY = Family(name="denoiser", help="the course report's one-step denoiser ('deep image prior'): a small U-Net, "
                 "blind to the noise level, trained noisy -> clean with the MSE; a warm-start prior",
                 options=DenoiserOptions, trainer=DenoiserTrainer, load_generator=load_denoiser_generator,
-                check=check_denoiser_options)
+                check=check_denoiser_options, prior_kind="denoiser")

@@ -31,7 +31,6 @@ from difflab.generation.outputs import check_finite
 from difflab.samplers import DEFAULT_SAMPLER, get_sampler
 from difflab.viz.grid import to_uint8
 
-PRIOR_KINDS = {"denoiser": "denoiser", "stylegan2": "gan"}  # a run's family -> the prior it gives
 PRIOR_SEED_OFFSET = 4_242_424  # the prior's random stream is not the sampler's
 
 
@@ -48,14 +47,15 @@ def prior_kind(source: str | Path) -> str:
         raise ConfigError(f"{OPTION}: no such run or image folder {str(source)!r}", option="warm_start")
     if not is_run(path):
         return "folder"
-    from difflab.families import checkpoint_family
+    from difflab.families import checkpoint_family, get_family
     from difflab.training.checkpoint import load_checkpoint
     checkpoint = load_checkpoint(path, groups=())
     family = checkpoint_family(checkpoint.config, checkpoint.meta)
-    if family not in PRIOR_KINDS:
+    kind = get_family(family).prior_kind  # the family's registry entry says what prior it gives
+    if kind is None:
         raise ConfigError(f"{OPTION} must be a denoiser run, a GAN run or an image folder; {path} is a {family} run",
                           option="warm_start")
-    return PRIOR_KINDS[family]
+    return kind
 
 
 def check_warm_start(source: str | None, passes: int | None, start_t: int | None, timesteps: int) -> int:

@@ -15,6 +15,7 @@ FAMILY = Family(
     load_generator=load_stylegan2_generator,
     weights=("ema", "model"),
     check=check_stylegan2_options,
+    prior_kind="gan",
 )
 
 __all__ = ["FAMILY", "STYLEGAN2_MNIST", "StyleGAN2Generator", "StyleGAN2Options", "StyleGAN2Trainer",
