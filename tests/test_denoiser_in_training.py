@@ -186,3 +186,10 @@ def test_channels_detected_from_the_data_are_checked_too(runs, tmp_path):
                                           "channels"):
         train(config, progress=False)
     assert not list_checkpoints(tmp_path / "out" / "checkpoints")
+
+
+def test_export_refuses_such_a_run_naming_the_option(runs, tmp_path):
+    from difflab.export.diffusers import load_for_export
+    with pytest.raises(ConfigError, match="trained with input_denoiser, so its U-Net reads") as caught:
+        load_for_export(runs["variant"], "ema")
+    assert caught.value.option == "input_denoiser" and not (tmp_path / "out").exists()

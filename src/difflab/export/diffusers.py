@@ -299,6 +299,11 @@ def load_for_export(run: str | Path, weights: str) -> "LoadedModel":
     if family != "diffusion":
         raise ConfigError(f"cannot export {run}: only diffusion runs can be exported; this run trained {family!r}")
     loaded = load_model(run, device="cpu", weights=weights)
+    from difflab.families.input_denoiser import INPUT_DENOISER, DenoisedInput
+    if isinstance(loaded.network, DenoisedInput):
+        raise ConfigError(f"cannot export {run}: it was trained with {{option}}, so its U-Net reads a frozen "
+                          "denoiser's output instead of x_t, which the exported formats cannot express; only "
+                          "runs without it export", option=INPUT_DENOISER)
     if not isinstance(loaded.network, UNet):
         raise ConfigError(f"cannot export {run}: its network is not difflab's U-Net")
     if loaded.schedule.conditioning != "timestep":
