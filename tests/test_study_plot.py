@@ -27,3 +27,14 @@ def test_a_large_ablation_numbers_its_front_in_order_of_time_and_keys_the_number
     marks, key = point_labels(many)
     assert marks == {3: "1", 0: "2", 1: "3", 5: "4"}
     assert key == ["1: s", "2: p", "3: q", "4: u"]
+
+
+def test_long_labels_and_unmeasured_rows_leave_the_layout_working(tmp_path):
+    import warnings
+    rows = [{"label": f"denoiser x{i} + DDPM-{i + 30} from t0=30, a long label", "kind": "warm", "sampler": "ddpm",
+             "seconds": 0.1 * (i + 1), "metrics": {"distance": {"value": None}, "kid": {"value": 1.0 / (i + 1)}}}
+            for i in range(30)]
+    document = {"rows": rows, "num_images": 10, "device": "cpu", "scoring": {"distance": "FD", "extractor": "x"}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib's "Tight layout not applied" was one
+        plot_quality_vs_time(document, tmp_path / "plot.png")

@@ -1,6 +1,7 @@
 """The study's plot: sample quality against sampling time, one labelled point per sampler setting."""
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ def colour_of(sampler: str) -> str:
 MARKERS = {"warm": "o", "plain": "s", "prior": "^"}  # the ablation's row kinds; the study's rows have none
 LABEL_ALL_UP_TO = 12  # more rows than this: only the best-at-their-time (Pareto) points, numbered, with a key
 LOG_SCALE_RATIO = 10  # values spanning more than this factor get a log axis
-KEY_LINE_INCHES = 0.14  # height of one line of a panel's key below the axes
+KEY_LINE_INCHES = 0.14  # figure height added per line of a panel's key below the axes
 
 
 def pareto_front(points: list[tuple[float, float]]) -> set[int]:
@@ -68,10 +69,13 @@ def plot_quality_vs_time(document: dict[str, Any], path: str | Path) -> Path:
         for index, (seconds, value, label, sampler, kind) in enumerate(measured):
             axes.scatter(seconds, value, color=colour_of(sampler), marker=MARKERS.get(kind, "o"), zorder=3)
             if index in marks:
-                axes.annotate(marks[index], (seconds, value), textcoords="offset points", xytext=(5, 5), fontsize=8)
+                label = axes.annotate(marks[index], (seconds, value), textcoords="offset points", xytext=(5, 5),
+                                      fontsize=8)
+                label.set_in_layout(False)  # a long label near the edge must not defeat tight_layout
         if keys:
-            axes.annotate("\n".join(keys), xy=(0, 0), xycoords="axes fraction", xytext=(0, -38),
-                          textcoords="offset points", fontsize=7, va="top", family="monospace")
+            key = axes.annotate("\n".join(keys), xy=(0, 0), xycoords="axes fraction", xytext=(0, -38),
+                                textcoords="offset points", fontsize=7, va="top", family="monospace")
+            key.set_in_layout(False)  # room is made below (tight_layout cannot fit a wide key)
         values = [value for _, value, *_ in measured if value > 0]
         if values and max(values) > LOG_SCALE_RATIO * min(values):
             axes.set_yscale("log")
@@ -85,14 +89,17 @@ def plot_quality_vs_time(document: dict[str, Any], path: str | Path) -> Path:
             axes.legend(handles=handles, fontsize=8, title=legend_title, title_fontsize=8, loc="best")
         if len(measured) < len(points):
             missing = ", ".join(label for _, value, label, *_ in points if value is None)
-            axes.text(0.02, 0.02, f"not measured: {missing}\n(see results.md)", transform=axes.transAxes,
-                      fontsize=8, color="gray", va="bottom")
+            note = axes.text(0.02, 0.02, textwrap.fill(f"not measured: {missing}", 70) + "\n(see results.md)",
+                             transform=axes.transAxes, fontsize=8, color="gray", va="bottom")
+            note.set_in_layout(False)
         axes.set_xscale("log")
         axes.set_xlabel(f"sampling time for {document['num_images']:,} images (s, log scale)")
         axes.set_ylabel(f"{title} (lower is better)")
         axes.grid(alpha=0.3, which="both")
     figure.suptitle(f"Quality against time ({document['device']}, warm-up excluded)")
     figure.tight_layout()
+    if key_lines:  # the axes' labels take ~0.6 in, each line of the key ~0.12 in
+        figure.subplots_adjust(bottom=(0.6 + 0.12 * key_lines) / figure.get_figheight())
     path = Path(path)
     figure.savefig(path)
     plt.close(figure)
