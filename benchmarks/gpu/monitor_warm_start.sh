@@ -33,7 +33,7 @@
 # mnist-all) carry .gpu3, which this script unpacks into .gpu1 (8,000 faces to score against) and .gpu2.
 # A run keeps its data and feature network in memory, so the unpacking does not disturb one in flight.
 set -u
-PART=${PART:?set PART=train, sample or mnist}
+PART=${PART:?set PART=train, sample, mnist, mnist-all, long1, long2, long3, mem1 or mem2}
 MINUTES=${MINUTES:-8.3}
 N=${N:-1000}
 DEVICE=${DEVICE:-cuda}
@@ -152,19 +152,12 @@ case $PART in
     common="--max-minutes $MINUTES --steps 100000000 --log-every 200 --no-progress ${EXTRA:-}"
     logger=$(python3 -c "import tensorboard" 2>/dev/null && echo tensorboard || echo none)
     echo "default arm: --logger $logger"
-    if [ "${LONG:-0}" != 0 ]; then  # the default arm outlives this call (see the header)
-      setsid nohup python3 -m difflab.cli.main train $ANIME --out .runs/default ${common/--max-minutes $MINUTES/--max-minutes $LONG} \
-        --eval-every ${EVAL_EVERY:-3000} --holdout 500 $MONITOR --logger $logger > .runs/default.log 2>&1 < /dev/null &
-      echo $! > .runs/default.pid
-    else
-      difflab train $ANIME --out .runs/default $common --eval-every ${EVAL_EVERY:-2000} --holdout 500 $MONITOR \
-        --logger $logger > .runs/default.log &
-    fi
+    difflab train $ANIME --out .runs/default $common --eval-every ${EVAL_EVERY:-2000} --holdout 500 $MONITOR \
+      --logger $logger > .runs/default.log &
     difflab train $ANIME --recipe keras-lab --out .runs/keras $common --eval-every ${KERAS_EVAL_EVERY:-3000} \
       --holdout 500 $MONITOR > .runs/keras.log &
-    keras_pid=$!; gan_pid=
-    [ "${GAN:-1}" = 1 ] && { difflab train $ANIME --model stylegan2 --out .runs/gan $common > .runs/gan.log & gan_pid=$!; }
-    if [ "${LONG:-0}" != 0 ]; then wait $keras_pid $gan_pid 2>/dev/null; else wait; fi
+    [ "${GAN:-1}" = 1 ] && { difflab train $ANIME --model stylegan2 --out .runs/gan $common > .runs/gan.log & }
+    wait
     for run in default keras gan; do echo "== $run"; tail -5 .runs/$run.log; keep .runs/$run; cp .runs/$run.log $R/; done
     ls .runs/default/logs/* | head -3 ;;
   sample)  # the old layout's call 2

@@ -19,7 +19,8 @@ def colour_of(sampler: str) -> str:
 MARKERS = {"warm": "o", "plain": "s", "prior": "^"}  # the ablation's row kinds; the study's rows have none
 LABEL_ALL_UP_TO = 12  # more rows than this: only the best-at-their-time (Pareto) points, numbered, with a key
 LOG_SCALE_RATIO = 10  # values spanning more than this factor get a log axis
-KEY_LINE_INCHES = 0.14  # figure height added per line of a panel's key below the axes
+KEY_LINE_INCHES = 0.14  # height of one line of a panel's key below the axes
+KEY_TOP_INCHES = 0.6  # where the key starts below the axes: under their tick labels and x label
 
 
 def pareto_front(points: list[tuple[float, float]]) -> set[int]:
@@ -69,9 +70,9 @@ def plot_quality_vs_time(document: dict[str, Any], path: str | Path) -> Path:
         for index, (seconds, value, label, sampler, kind) in enumerate(measured):
             axes.scatter(seconds, value, color=colour_of(sampler), marker=MARKERS.get(kind, "o"), zorder=3)
             if index in marks:
-                label = axes.annotate(marks[index], (seconds, value), textcoords="offset points", xytext=(5, 5),
-                                      fontsize=8)
-                label.set_in_layout(False)  # a long label near the edge must not defeat tight_layout
+                mark = axes.annotate(marks[index], (seconds, value), textcoords="offset points", xytext=(5, 5),
+                                     fontsize=8)
+                mark.set_in_layout(False)  # a long label near the edge must not defeat tight_layout
         if keys:
             key = axes.annotate("\n".join(keys), xy=(0, 0), xycoords="axes fraction", xytext=(0, -38),
                                 textcoords="offset points", fontsize=7, va="top", family="monospace")
@@ -79,8 +80,9 @@ def plot_quality_vs_time(document: dict[str, Any], path: str | Path) -> Path:
         values = [value for _, value, *_ in measured if value > 0]
         if values and max(values) > LOG_SCALE_RATIO * min(values):
             axes.set_yscale("log")
-            axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-            axes.yaxis.set_minor_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+            plain = FuncFormatter(lambda value, _: f"{value:g}")  # 0.5, not 5 x 10^-1
+            axes.yaxis.set_major_formatter(plain)
+            axes.yaxis.set_minor_formatter(plain)
         if kinds - {None}:
             from matplotlib.lines import Line2D
             handles = [Line2D([], [], color="gray", marker=marker, linestyle="", label=kind)
@@ -98,8 +100,8 @@ def plot_quality_vs_time(document: dict[str, Any], path: str | Path) -> Path:
         axes.grid(alpha=0.3, which="both")
     figure.suptitle(f"Quality against time ({document['device']}, warm-up excluded)")
     figure.tight_layout()
-    if key_lines:  # the axes' labels take ~0.6 in, each line of the key ~0.12 in
-        figure.subplots_adjust(bottom=(0.6 + 0.12 * key_lines) / figure.get_figheight())
+    if key_lines:  # room below the axes for the key, which tight_layout left out
+        figure.subplots_adjust(bottom=(KEY_TOP_INCHES + KEY_LINE_INCHES * key_lines) / figure.get_figheight())
     path = Path(path)
     figure.savefig(path)
     plt.close(figure)
