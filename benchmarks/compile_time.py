@@ -18,6 +18,11 @@ the steps a run with that budget would make if nothing else took time.
     python benchmarks/compile_time.py --batch 8 --threads 2 --out DIR          # the CPU proxy
     python benchmarks/compile_time.py --out $OUT/compile-time                  # a GPU: batch 64
     python benchmarks/compile_time.py --variants whole:auto,blocks:auto,blocks:off --out ...
+    python benchmarks/compile_time.py --levers channels_last,cudnn_benchmark --out ...  # + whole:auto, cold, each on
+
+`--levers` names boolean run options (issue 17's speed levers); each adds one cold `whole:auto`
+process with that option on, beside the plain `whole:auto` row, so its steady step is an A/B on
+the same machine in the same call.
 
 It prints a table and writes DIR/compile-time.json and DIR/compile-time.md.
 """
@@ -46,6 +51,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=64, help="batch size (the run's default: 64)")
     parser.add_argument("--variants", default="whole:auto,blocks:auto",
                         help="comma-separated SCOPE:CUDA_GRAPHS pairs (--compile-scope, --cuda-graphs)")
+    parser.add_argument("--levers", default="", help="comma-separated boolean run options (channels_last, "
+                        "cudnn_benchmark): one cold whole:auto process with each switched on")
     parser.add_argument("--no-eager", action="store_true", help="skip the eager reference process")
     parser.add_argument("--steps", type=int, default=20, help="timed steady steps")
     parser.add_argument("--warmup", type=int, default=3, help="steps before the steady ones (incl. the first)")
@@ -60,7 +67,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--scope", default="whole", help=argparse.SUPPRESS)
     parser.add_argument("--cuda-graphs", default="auto", help=argparse.SUPPRESS)
     parser.add_argument("--cache", default="off", help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    parser.add_argument("--lever", default="", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    for lever in levers(args):  # a misspelt lever fails here, before any measurement
+        from difflab.config import TrainConfig
+        field = TrainConfig.__dataclass_fields__.get(lever)
+        if field is None or field.type not in (bool, "bool"):
+            parser.error(f"--levers: {lever!r} is not a boolean run option")
+    return args
+
+
+def levers(args: argparse.Namespace) -> list[str]:
+    return [name for name in (args.lever or args.levers).split(",") if name]
 
 
 # ---- one measurement, in its own process ----------------------------------------------------------
@@ -72,8 +90,8 @@ def measure(args: argparse.Namespace) -> dict:
     from difflab.families.base import StepContext
     from difflab.families.diffusion import DiffusionTrainer
     from difflab.generation import autocast_for
-    from difflab.training.speed import (compile_cache, resolve_compile_scope, resolve_mixed_precision, should_compile,
-                                        use_cuda_graphs)
+    from difflab.training.speed import (compile_cache, memory_format_for, resolve_compile_scope,
+                                        resolve_mixed_precision, set_cudnn_benchmark, should_compile, use_cuda_graphs)
 
     device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
                           else "cpu")
@@ -81,15 +99,18 @@ def measure(args: argparse.Namespace) -> dict:
         torch.set_num_threads(args.threads)
     config = TrainConfig(**{"data": "random", "out": "unused", **json.loads(args.config), "batch_size": args.batch,
                             "compile": args.compile, "compile_scope": args.scope, "cuda_graphs": args.cuda_graphs,
-                            "compile_cache": args.cache}).validate()
+                            "compile_cache": args.cache, **{lever: True for lever in levers(args)}}).validate()
     precision = resolve_mixed_precision(config.mixed_precision, device)
     compiling = should_compile(config.compile, device)
     cuda_graphs = use_cuda_graphs(config.cuda_graphs, compiling, device)
     torch.manual_seed(0)
     trainer = DiffusionTrainer(config, 3, device)
     shape = (args.batch, 3, config.image_size, config.image_size)
-    example = torch.zeros(shape, device=device)
+    set_cudnn_benchmark(config, device)  # as training/loop.py does
+    layout = memory_format_for(config, device)  # the batches' layout, as the loop gives them
+    example = torch.zeros(shape, device=device).contiguous(memory_format=layout)
     images = torch.rand(shape, generator=torch.Generator().manual_seed(1)).mul(2).sub(1).to(device)
+    images = images.contiguous(memory_format=layout)
 
     def sync() -> None:
         if device.type == "cuda":
@@ -130,6 +151,7 @@ def measure(args: argparse.Namespace) -> dict:
     cache_bytes = sum(f.stat().st_size for f in cache_dir.rglob("*") if f.is_file()) if cache_dir else 0
     return {
         "compile": compiling, "scope": resolve_compile_scope(config.compile_scope) if compiling else "-",
+        "lever": args.lever,
         "cuda_graphs": cuda_graphs, "batch": args.batch, "precision": precision, "device": device_name(device),
         "torch": torch.__version__, "threads": torch.get_num_threads(), "load_average_1min": load,
         "prepare_s": prepared, "first_step_s": first_step, "ready_s": ready, "warmup_steps": args.warmup,
@@ -200,6 +222,13 @@ def rows_for(args: argparse.Namespace, report) -> list[dict]:
             print(f"caches of {variant}: {root}")
         else:
             shutil.rmtree(root, ignore_errors=True)
+    for lever in levers(args):  # cold only: its steady step is the A/B, its compile time a by-product
+        root = Path(tempfile.mkdtemp(prefix=f"difflab-compile-{lever}-"))
+        (root / "tmp").mkdir()
+        env = {**base_env, "TMPDIR": str(root / "tmp"), "XDG_CACHE_HOME": str(root / "xdg")}
+        add({"cache": "cold", "variant": f"whole:auto+{lever}",
+             **run_child(args, env, scope="whole", cuda_graphs="auto", cache=str(root / "inductor"), lever=lever)})
+        shutil.rmtree(root, ignore_errors=True)
     return rows
 
 
@@ -212,17 +241,20 @@ HEADER = ("| scope | CUDA graphs | cache | first step (s) | ready (s) | vs whole
 
 
 def table(rows: list[dict]) -> str:
-    reference = next((r for r in rows if r.get("scope") == "whole" and r["cache"] == "cold"), None)
+    reference = next((r for r in rows if r.get("scope") == "whole" and r["cache"] == "cold" and not r.get("lever")),
+                     None)
     lines = [HEADER, "|" + "---|" * HEADER.count(" | ") + "---|"]
     for row in rows:
         if "error" in row:
-            lines.append(f"| {row['child'].get('scope', 'eager')} | {row['child'].get('cuda_graphs', '-')} "
+            lever = f" +{row['child']['lever']}" if row["child"].get("lever") else ""
+            lines.append(f"| {row['child'].get('scope', 'eager')}{lever} | {row['child'].get('cuda_graphs', '-')} "
                          f"| {row['cache']} | failed: {row['error']} |")
             continue
         fx = row["fx_graph_cache"]
         first_ratio = f"{row['first_step_s'] / reference['first_step_s']:.2f}x" if reference and row["compile"] else "-"
         step_ratio = f"{row['steady_step_s'] / reference['steady_step_s']:.2f}x" if reference else "-"
-        lines.append(f"| {row['scope'] if row['compile'] else 'eager'} | {'on' if row['cuda_graphs'] else 'off'} "
+        lever = f" +{row['lever']}" if row.get("lever") else ""
+        lines.append(f"| {row['scope'] if row['compile'] else 'eager'}{lever} | {'on' if row['cuda_graphs'] else 'off'} "
                      f"| {row['cache']} | {row['first_step_s']:.1f} | {row['ready_s']:.1f} | {first_ratio} "
                      f"| {1000 * row['steady_step_s']:.1f} | {step_ratio} | {row['unique_graphs']} "
                      f"| {fx.get('fxgraph_cache_hit', 0)}/{fx.get('fxgraph_cache_miss', 0)} "
@@ -235,7 +267,7 @@ def print_row(row: dict) -> None:
         print(f"  {row['child']} cache={row['cache']}: FAILED ({row['error']})\n{row['output_tail']}", flush=True)
         return
     note = f" FELL BACK TO EAGER: {row['fell_back_to_eager'][0]}" if row["fell_back_to_eager"] else ""
-    print(f"  {row['scope']:<6} graphs={'on' if row['cuda_graphs'] else 'off':<3} cache={row['cache']:<4} "
+    print(f"  {row['scope'] + (' +' + row['lever'] if row.get('lever') else ''):<6} graphs={'on' if row['cuda_graphs'] else 'off':<3} cache={row['cache']:<4} "
           f"first step {row['first_step_s']:7.1f} s  steady {1000 * row['steady_step_s']:8.1f} ms  "
           f"graphs {row['unique_graphs']}  load {row['load_average_1min']:.1f}{note}", flush=True)
 

@@ -390,6 +390,45 @@ def test_compile_time_benchmark_runs_its_eager_reference(tmp_path):
     assert "| eager | off |" in (tmp_path / "compile-time.md").read_text()
 
 
+def test_compile_time_levers_are_checked_before_any_work_and_labelled(tmp_path, capsys):
+    """--levers names boolean run options: a misspelt one stops the script before it measures; a
+    lever's row carries its name into the table."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import compile_time
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    with pytest.raises(SystemExit):
+        compile_time.main(["--levers", "channels_lst", "--out", str(tmp_path)])
+    assert "--levers: 'channels_lst' is not a boolean run option" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # an option, but not a switch
+        compile_time.main(["--levers", "batch_size"])
+    assert not (tmp_path / "compile-time.json").exists()
+    tiny = {k: SMALL[k] for k in ("image_size", "channels", "dim_mults", "res_blocks", "attn_resolutions")}
+    row = compile_time.measure(compile_time.parse_args([
+        "--child", "--compile", "off", "--lever", "cudnn_benchmark", "--device", "cpu", "--batch", "2", "--steps", "1",
+        "--warmup", "1", "--threads", "1", "--config", json.dumps(tiny)]))
+    assert row["lever"] == "cudnn_benchmark"
+    assert "| eager +cudnn_benchmark | off |" in compile_time.table([{"cache": "-", **row}])
+
+
+def test_cudnn_benchmark_switch_sets_the_flag_on_cuda_only():
+    from difflab.config import TrainConfig
+    from difflab.training.speed import set_cudnn_benchmark
+
+    saved = torch.backends.cudnn.benchmark
+    try:
+        torch.backends.cudnn.benchmark = False
+        set_cudnn_benchmark(TrainConfig(cudnn_benchmark=True), torch.device("cpu"))
+        assert torch.backends.cudnn.benchmark is False  # the CPU has no cuDNN to time
+        set_cudnn_benchmark(TrainConfig(cudnn_benchmark=True), torch.device("cuda"))
+        assert torch.backends.cudnn.benchmark is True
+        set_cudnn_benchmark(TrainConfig(), torch.device("cuda"))  # off by default, and switched back off
+        assert torch.backends.cudnn.benchmark is False
+    finally:
+        torch.backends.cudnn.benchmark = saved
+
+
 # ---- sampling fast paths (generation/fast.py) --------------------------------------------------
 def test_low_precision_copy_matches_the_float32_network_and_leaves_it_untouched():
     from difflab.generation.fast import LowPrecisionNetwork

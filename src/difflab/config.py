@@ -152,6 +152,9 @@ class RunOptions(Options):
                                 "cache is never pruned")
     channels_last: bool = option(False, "channels-last memory layout on GPU. Off by default: eager bf16 passes ran "
                                  "slower with it on an H100 (benchmarks/profile_gpu.py)")
+    cudnn_benchmark: bool = option(False, "let cuDNN time its convolution algorithms for the run's shapes on the first "
+                                   "steps and keep the fastest (torch.backends.cudnn.benchmark; CUDA only). Off until "
+                                   "measured under --compile (benchmarks/compile_time.py --levers cudnn_benchmark)")
     workers: int = option(-1, "data-loading worker processes (-1 = automatic)", low=-1)
     # Output
     out: str = option("", "run folder: checkpoints, sample grids, metrics log and loss curve")

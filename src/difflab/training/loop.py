@@ -32,7 +32,7 @@ from difflab.training.run_lock import RunLock
 from difflab.training.metrics_log import MetricsLog, plot_training_curves
 from difflab.training.monitor import BEST_FOLDER, MonitorSettings, QualityMonitor, monitor_extractor, write_holdout_list
 from difflab.training.trackers import Trackers, accelerator_arguments
-from difflab.training.speed import (compile_cache, memory_format_for, resolve_mixed_precision,
+from difflab.training.speed import (compile_cache, memory_format_for, resolve_mixed_precision, set_cudnn_benchmark,
                                    should_compile, use_cuda_graphs)
 from difflab.viz.grid import save_grid, to_uint8
 
@@ -152,6 +152,7 @@ def _train(config: RunOptions, family, resume: bool, progress: bool) -> TrainRes
     # ---- 3. The family's networks, optimisers and losses, built from the options ----------------------
     trainer = family.trainer(config, dataset.channels, device)
     memory_format = memory_format_for(config, device)
+    set_cudnn_benchmark(config, device)
 
     # ---- 4. Resume -------------------------------------------------------------------------------------
     start_step, elapsed_before = 0, 0.0
@@ -165,7 +166,9 @@ def _train(config: RunOptions, family, resume: bool, progress: bool) -> TrainRes
 
     per_process_batch = config.batch_size // world
     micro_batch = per_process_batch // grad_accum
-    example = torch.zeros(micro_batch, dataset.channels, config.image_size, config.image_size, device=device)
+    # in the batches' layout: a compiled graph is specialised on its example's strides
+    example = torch.zeros(micro_batch, dataset.channels, config.image_size, config.image_size, device=device
+                          ).contiguous(memory_format=memory_format)
     started = time.monotonic()  # the --max-minutes budget includes compilation
     compiling = should_compile(config.compile, device, config.steps - start_step, config.max_minutes)
     cuda_graphs = use_cuda_graphs(config.cuda_graphs, compiling, device, world)

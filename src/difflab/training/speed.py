@@ -182,6 +182,12 @@ def memory_format_for(config, device: torch.device) -> torch.memory_format:
     return torch.channels_last if (config.channels_last and device.type == "cuda") else torch.contiguous_format
 
 
+def set_cudnn_benchmark(config, device: torch.device) -> None:
+    """torch.backends.cudnn.benchmark as --cudnn-benchmark says, on CUDA only (the flag is process-wide)."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = bool(getattr(config, "cudnn_benchmark", False))
+
+
 def optimizer_kernel(device: torch.device) -> dict:
     """Fused Adam/AdamW on CUDA (one kernel for all parameters); multi-tensor foreach elsewhere."""
     return {"fused": True} if device.type == "cuda" else {"foreach": True}
