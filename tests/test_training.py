@@ -192,3 +192,23 @@ def test_resume_after_a_crash_keeps_the_decaying_learning_rate_exact(tmp_path, m
         return [json.loads(line)["lr"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert logged_lrs(straight) == logged_lrs(crashed)
     assert logged_lrs(straight)[-1] < logged_lrs(straight)[2] < TINY["lr"]  # it did decay
+
+
+def test_the_compiled_example_is_in_the_batches_layout(tmp_path, monkeypatch):
+    """A compiled graph is specialised on its example's strides: with --channels-last on a GPU the
+    loop hands the trainer a channels-last example, as its batches are (an NCHW example compiled a
+    second graph at the first step). The GPU's choice of layout is forced here on the CPU."""
+    import difflab.training.loop as loop
+    from difflab.families.diffusion import DiffusionTrainer
+
+    seen = {}
+    original = DiffusionTrainer.prepare
+
+    def spy(self, prepare, example_images, *args, **kwargs):
+        seen["example"] = example_images.is_contiguous(memory_format=torch.channels_last)
+        return original(self, prepare, example_images, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "memory_format_for", lambda config, device: torch.channels_last)
+    monkeypatch.setattr(DiffusionTrainer, "prepare", spy)
+    train(tiny_config(tmp_path / "run", steps=1), progress=False)
+    assert seen == {"example": True}

@@ -134,15 +134,16 @@ class RunOptions(Options):
                                   "with bf16 matrix instructions (AMX or AVX-512-BF16), else no",
                                   ("auto", "no", "fp16", "bf16"))
     compile: str = option("auto", "torch.compile the network: on, off, or auto (on for CUDA when the run is planned "
-                          "for >= 2000 steps and >= 3 minutes: compiling takes ~80 s on an H100, then a step is "
-                          "~2.7x faster); falls back to eager if the compiler is unavailable", ("auto", "on", "off"))
+                          "for >= 2000 steps and >= 3 minutes: on an H200 compiling takes 86 s the first time, 12 s "
+                          "from the --compile-cache after, then a step is ~3x faster); falls back to eager if the compiler is unavailable", ("auto", "on", "off"))
     cuda_graphs: str = option("auto", "record the network's forward and backward as CUDA graphs on one GPU: auto = "
                               "with --compile (its reduce-overhead mode); on = also without it (the compiler's "
                               "cudagraphs backend; measured no faster for eager kernels); off", ("auto", "on", "off"))
     compile_scope: str = option("auto", "what --compile compiles: whole (the network as one graph), blocks (each "
                                 "repeated U-Net block on its own, PyTorch's regional compilation: blocks of one shape "
                                 "share a graph, the code between them runs eagerly; with --cuda-graphs each block is "
-                                "graphed on its own), or auto (whole, until blocks is measured on a GPU)",
+                                "graphed on its own), or auto (whole: on an H200 blocks compiled 1.23x as long and its step "
+                                "was 1.4-1.5x slower, benchmarks/RESULTS.md issue 17)",
                                 ("auto", "whole", "blocks"))
     compile_cache: str = option("auto", "where torch.compile keeps its on-disk caches (Inductor's FX-graph, "
                                 "AOTAutograd and Triton caches), so that a later run of the same shapes compiles in "
@@ -151,10 +152,11 @@ class RunOptions(Options):
                                 "sets TORCHINDUCTOR_CACHE_DIR only while it compiles, and only when it compiles; the "
                                 "cache is never pruned")
     channels_last: bool = option(False, "channels-last memory layout on GPU. Off by default: eager bf16 passes ran "
-                                 "slower with it on an H100 (benchmarks/profile_gpu.py)")
+                                 "slower with it on an H100 (benchmarks/profile_gpu.py); a compiled training step "
+                                 "ran 0.95x as long on an H200, its quality not yet checked")
     cudnn_benchmark: bool = option(False, "let cuDNN time its convolution algorithms for the run's shapes on the first "
-                                   "steps and keep the fastest (torch.backends.cudnn.benchmark; CUDA only). Off until "
-                                   "measured under --compile (benchmarks/compile_time.py --levers cudnn_benchmark)")
+                                   "steps and keep the fastest (torch.backends.cudnn.benchmark; CUDA only). Off: a "
+                                   "compiled step at batch 64 on an H200 ran 0.99x as long with it")
     workers: int = option(-1, "data-loading worker processes (-1 = automatic)", low=-1)
     # Output
     out: str = option("", "run folder: checkpoints, sample grids, metrics log and loss curve")
