@@ -483,6 +483,34 @@ def test_sampling_speed_switches():
         resolve_sampling_speed(cpu, "no", "auto", "sometimes")
 
 
+def test_sampling_compiles_into_the_compile_cache_folder(tmp_path, monkeypatch):
+    """--compile-cache for the generation commands, as for train: a call with a new shape (the
+    one that compiles) runs with TORCHINDUCTOR_CACHE_DIR on the folder; a repeated shape runs
+    outside, and the variable is restored. A folder that cannot be one fails before any work."""
+    from difflab.errors import ConfigError
+    from difflab.generation.fast import _FallbackOnError, resolve_sampling_speed
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/users/own")
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def forward(self, x, t):
+            seen.append(os.environ.get("TORCHINDUCTOR_CACHE_DIR"))
+            return x
+
+    network = _FallbackOnError(Recorder(), Recorder(), str(tmp_path / "cache"))
+    x, t = inputs()
+    network(x, t), network(x, t), network(x[:1], t[:1])
+    folder = str((tmp_path / "cache").resolve())
+    assert seen == [folder, "/users/own", folder] and (tmp_path / "cache").is_dir()
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == "/users/own"
+
+    assert resolve_sampling_speed(torch.device("cuda"), "no", "on", "off", 0, "off").compile_cache == "off"
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(ConfigError, match="compile_cache"):
+        resolve_sampling_speed(torch.device("cpu"), "no", "off", "off", 0, str(tmp_path / "a-file"))
+
+
 def test_compiled_sampling_network_falls_back_to_eager(monkeypatch):
     from difflab.generation.fast import SamplingSpeed, fast_network
 

@@ -10,6 +10,7 @@ import torch
 from tqdm.auto import tqdm
 
 from difflab.cli.flags import add_alias
+from difflab.config import RunOptions, declaration
 from difflab.diffusion import CLIPPING
 from difflab.errors import ConfigError, DataError
 from difflab.generation.guide import AUTO_GUIDE_FRACTION, DEFAULT_GUIDANCE, GUIDE_MIN_T_SHARE
@@ -63,6 +64,8 @@ def add_generation_options(parser: argparse.ArgumentParser | argparse._ArgumentG
                              f"{COMPILE_AUTO_MIN_PASSES} batched passes, e.g. DDPM; eager fallback)")
     parser.add_argument("--cuda-graphs", choices=SWITCH, default="auto",
                         help="replay each batch shape's forward pass as a CUDA graph (auto: on a GPU)")
+    parser.add_argument("--compile-cache", default="auto", metavar="auto|off|DIR",
+                        help=declaration("compile_cache", RunOptions)["help"] + " (as train's; default auto)")
     parser.add_argument("--guide", metavar="CKPT|auto", default=None,
                         help="autoguidance (Karras et al. 2024): steer away from a weaker checkpoint of the same "
                              f"model; auto = the run's checkpoint nearest {AUTO_GUIDE_FRACTION * 100:.0f}%% of the steps. "
@@ -116,7 +119,8 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 def speed_up(loaded, args: argparse.Namespace, precision: str, passes: int):
     """`loaded` (any family's generator) with the fast paths that --mixed-precision, --compile and
     --cuda-graphs switch on."""
-    return loaded.accelerated(resolve_sampling_speed(loaded.device, precision, args.compile, args.cuda_graphs, passes))
+    return loaded.accelerated(resolve_sampling_speed(loaded.device, precision, args.compile, args.cuda_graphs, passes,
+                                                     args.compile_cache))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

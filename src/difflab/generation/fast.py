@@ -32,6 +32,7 @@ class SamplingSpeed:
     low_precision: torch.dtype | None  # a bf16/fp16 copy of the weights (CUDA only), else autocast
     compile: bool
     cuda_graphs: bool
+    compile_cache: str = "auto"  # --compile-cache: where a compile's on-disk caches go (training/speed.py)
 
     def describe(self) -> str:
         weights = str(self.low_precision).removeprefix("torch.") + " weights" if self.low_precision else "autocast"
@@ -39,8 +40,9 @@ class SamplingSpeed:
 
 
 def resolve_sampling_speed(device: torch.device, precision: str, compile: str = "auto", cuda_graphs: str = "auto",
-                           network_passes: int = 0) -> SamplingSpeed:
-    """Turn the --mixed-precision / --compile / --cuda-graphs words into switches for `device`."""
+                           network_passes: int = 0, compile_cache: str = "auto") -> SamplingSpeed:
+    """Turn the --mixed-precision / --compile / --cuda-graphs / --compile-cache words into switches
+    for `device` (a --compile-cache that cannot be a folder is a ConfigError naming it)."""
     for name, value in (("compile", compile), ("cuda_graphs", cuda_graphs)):
         if value not in SWITCH:
             from difflab.errors import ConfigError
@@ -49,7 +51,9 @@ def resolve_sampling_speed(device: torch.device, precision: str, compile: str = 
     low = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision) if cuda else None
     compile_on = compile == "on" or (compile == "auto" and cuda and network_passes >= COMPILE_AUTO_MIN_PASSES)
     graphs_on = cuda and cuda_graphs != "off"
-    return SamplingSpeed(low, compile_on, graphs_on)
+    from difflab.training.speed import compile_cache_dir
+    compile_cache_dir(compile_cache)  # checked before any work, whether or not this job compiles
+    return SamplingSpeed(low, compile_on, graphs_on, compile_cache)
 
 
 def network_passes(count: int, batch_size: int, steps: int) -> int:
@@ -123,17 +127,18 @@ def fast_network(network: nn.Module, speed: SamplingSpeed) -> nn.Module:
     """`network` wrapped by the switched-on fast paths (low precision, then compile, then graphs)."""
     fast = LowPrecisionNetwork(network, speed.low_precision) if speed.low_precision else network
     if speed.compile:
-        fast = compiled_for_inference(fast)
+        fast = compiled_for_inference(fast, speed.compile_cache)
     if speed.cuda_graphs:
         fast = CUDAGraphNetwork(fast)
     return fast
 
 
-def compiled_for_inference(network: nn.Module) -> nn.Module:
+def compiled_for_inference(network: nn.Module, cache: str = "auto") -> nn.Module:
     """torch.compile with static shapes (each batch size compiles once; dynamic-shape kernels
-    are slower); falls back to eager at the first call if the compiler is unavailable."""
+    are slower), its on-disk caches in the --compile-cache folder `cache`, as training's; falls
+    back to eager at the first call if the compiler is unavailable."""
     try:
-        return _FallbackOnError(torch.compile(network, dynamic=False), network)
+        return _FallbackOnError(torch.compile(network, dynamic=False), network, cache)
     except Exception as error:  # noqa: BLE001 - e.g. an unsupported Python for dynamo
         warnings.warn(f"torch.compile is unavailable ({type(error).__name__}: {error}); sampling eagerly "
                       "(as with compile off)")
@@ -142,16 +147,25 @@ def compiled_for_inference(network: nn.Module) -> nn.Module:
 
 class _FallbackOnError(nn.Module):
     """Calls the compiled module; if compiling fails (no C compiler, no Triton), warns once and
-    uses the eager module from then on. Both compute the same function."""
+    uses the eager module from then on. Both compute the same function. A call with a shape not
+    seen before compiles, so it runs inside `compile_cache(cache)`."""
 
-    def __init__(self, compiled: nn.Module, eager: nn.Module):
+    def __init__(self, compiled: nn.Module, eager: nn.Module, cache: str = "auto"):
         super().__init__()
-        self.compiled, self.eager, self.failed = compiled, eager, False
+        self.compiled, self.eager, self.failed, self.cache = compiled, eager, False, cache
+        self.compiled_shapes: set[tuple] = set()
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
         if not self.failed:
             try:
-                return self.compiled(x, t)
+                shape = (tuple(x.shape), x.dtype, tuple(t.shape))
+                if shape in self.compiled_shapes:
+                    return self.compiled(x, t)
+                from difflab.training.speed import compile_cache
+                with compile_cache(self.cache):
+                    out = self.compiled(x, t)
+                self.compiled_shapes.add(shape)
+                return out
             except Exception as error:  # noqa: BLE001 - the compiler raises many types
                 self.failed = True
                 warnings.warn(f"torch.compile failed ({type(error).__name__}: {str(error)[:300]}); "
