@@ -18,7 +18,8 @@ from difflab.errors import ConfigError
 from difflab.metrics.extractors import Extractor
 from difflab.metrics.running import RunningStatistics
 from difflab.metrics.statistics import FeatureStatistics
-from difflab.training.monitor import MonitorSettings, QualityMonitor, copies_clearly_exceed, data_copying_z
+from difflab.training.monitor import (MonitorSettings, QualityMonitor, copies_clearly_exceed, data_copying_z,
+                                     describe_summary)
 
 
 class MeanColour:
@@ -189,6 +190,7 @@ def test_the_alarm_fires_on_copies_and_not_on_unseen_real_faces(tmp_path, shared
             pytest.warns(UserWarning, match="closer to their nearest training images"):
         copied = monitor.evaluate(copies, step=20, run_seconds=1.0).record
     assert copied["memorisation_alarm"] and copied["near_copy_rate"] == 1.0 and copied["data_copying_warning"]
+    assert "data-copying warning from step 20; near-copy alarm at step 20" in describe_summary(monitor.summary())
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # once only
         monitor.evaluate(copies, step=30, run_seconds=1.0)
@@ -229,6 +231,9 @@ def test_the_data_copying_warning_sees_samples_nearer_the_training_set_than_unse
                              progress=False)
     resumed.load_state_dict(monitor.state_dict(), resume_step=20)
     assert resumed.state.copying_warned and monitor.summary()["data_copying_warning"]
+    summary = resumed.summary()  # the steps come back with the history
+    assert (summary["data_copying_warning_step"], summary["memorisation_alarm_step"]) == (20, None)
+    assert "data-copying warning from step 20; near-copy alarm silent; 2 evaluations" in describe_summary(summary)
 
 
 def test_the_alarm_test_needs_a_clear_excess():

@@ -42,14 +42,16 @@ def evaluations(run: Path) -> list[dict]:
     return [r["eval"] for r in records if "eval" in r]
 
 
-def test_scores_are_logged_at_the_right_steps_and_the_best_is_kept(tmp_path, features):
+def test_scores_are_logged_at_the_right_steps_and_the_best_is_kept(tmp_path, features, capsys):
     run = tmp_path / "run"
     assert main(tiny(run, features, "--steps", "40", "--eval-every", "10", "--keep-best")) == 0
+    printed = capsys.readouterr().out  # the run's last word names the best step and where it is kept
     scores = evaluations(run)
     assert [r["step"] for r in scores] == [10, 20, 30, 40]
     best = min(scores, key=lambda r: r["fd"])
     summary = json.loads((run / "summary.json").read_text())["monitor"]
     assert summary["best_step"] == best["step"] and summary["evaluations"] == 4
+    assert f"quality:    best FD {best['fd']:.4g} at step {best['step']:,} (kept: sample it with --weights best)" in printed
     kept = list_checkpoints(run / "checkpoints" / "best")
     assert [checkpoint_step(p) for p in kept] == [best["step"]]
     assert (run / "quality.png").is_file()

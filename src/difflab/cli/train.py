@@ -229,6 +229,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"difflab: trained {result.step} steps ({result.stopped_by} limit reached); run folder: {result.run_dir}")
     print(f"  checkpoint: {result.checkpoint}")
     print(f"  samples:    {result.run_dir / 'samples'}   loss curve: {result.run_dir / 'loss.png'}")
+    if result.monitor:
+        from difflab.training.monitor import describe_summary
+        print(f"  quality:    {describe_summary(result.monitor)}   curve: {result.run_dir / 'quality.png'}")
     return 0
 
 

@@ -60,6 +60,7 @@ class TrainResult:
     images_per_second: float
     stopped_by: str  # "steps" | "time" | "early_stop"
     best_checkpoint: Path | None = None  # --keep-best: the best-scoring checkpoint
+    monitor: dict | None = None  # --eval-every: summary.json's "monitor" entry
 
 
 def format_duration(seconds: float) -> str:
@@ -326,6 +327,7 @@ def _train(config: RunOptions, family, resume: bool, progress: bool) -> TrainRes
     bar.close()
 
     # ---- 6. Wrap up ---------------------------------------------------------------------------------------
+    monitor_summary = None
     if is_main and log is not None:
         plot_training_curves(log.read(), run_dir / "loss.png")
         summary = {"step": step, "stopped_by": stopped_by, "checkpoint": str(last_checkpoint), "model": family.name,
@@ -334,11 +336,12 @@ def _train(config: RunOptions, family, resume: bool, progress: bool) -> TrainRes
                    "mixed_precision": accelerator.mixed_precision}
         if monitor is not None:
             monitor.plot(run_dir / "quality.png")
-            summary["monitor"] = {**monitor.summary(), "best_checkpoint": str(best_checkpoint) if best_checkpoint else None}
+            monitor_summary = {**monitor.summary(), "best_checkpoint": str(best_checkpoint) if best_checkpoint else None}
+            summary["monitor"] = monitor_summary
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     trackers.close()
     accelerator.end_training()
-    return TrainResult(run_dir, step, last_checkpoint, images_per_second, stopped_by, best_checkpoint)
+    return TrainResult(run_dir, step, last_checkpoint, images_per_second, stopped_by, best_checkpoint, monitor_summary)
 
 
 def _agree(flags: list[bool], accelerator: Accelerator) -> list[bool]:

@@ -425,8 +425,28 @@ class QualityMonitor:
     def summary(self) -> dict[str, Any]:
         return {"evaluations": len(self.state.history), "best_step": self.state.best_step,
                 "best_score": self.state.best_score, "metric": self.settings.metric,
-                "eval_seconds": round(self.state.eval_seconds, 2), "memorisation_alarm": self.state.alarm_fired,
-                "data_copying_warning": self.state.copying_warned}
+                "eval_seconds": round(self.state.eval_seconds, 2), "holdout": any("near_copy_rate" in record for record in self.state.history),
+                "memorisation_alarm": self.state.alarm_fired, "data_copying_warning": self.state.copying_warned,
+                "memorisation_alarm_step": self._first_step_with("memorisation_alarm"),
+                "data_copying_warning_step": self._first_step_with("data_copying_warning")}
+
+    def _first_step_with(self, flag: str) -> int | None:
+        return next((record["step"] for record in self.state.history if record.get(flag)), None)
+
+
+def describe_summary(summary: dict[str, Any]) -> str:
+    """The run's last word on quality (`difflab train` prints it): the best score and where it is
+    kept, and what the memorisation checks saw."""
+    if not summary.get("evaluations"):
+        return "no evaluation ran"
+    parts = [f"best {summary['metric'].upper()} {summary['best_score']:.4g} at step {summary['best_step']:,}"
+             + (" (kept: sample it with --weights best)" if summary.get("best_checkpoint") else "")]
+    if summary.get("holdout"):
+        copying, alarm = summary.get("data_copying_warning_step"), summary.get("memorisation_alarm_step")
+        parts.append(f"data-copying warning from step {copying:,}" if copying is not None else "no data-copying warning")
+        parts.append(f"near-copy alarm at step {alarm:,}" if alarm is not None else "near-copy alarm silent")
+    parts.append(f"{summary['evaluations']} evaluations, {summary['eval_seconds']:.0f} s")
+    return "; ".join(parts)
 
 
 def monitor_extractor(spec: str, device: torch.device) -> Extractor:
