@@ -12,8 +12,13 @@ counts stated). This script times difflab's *trainer* step, not a simplified one
     clip 1, optimizer step, zero_grad(set_to_none), EMA update (foreach lerp)
 
 on random images already on the device (the data pipeline is not measured: the peers' scripts
-do the same), as the median of synchronised steps after a warm-up. The peer runs as a
-subprocess of `benchmarks/peers/*.py` with the same batch, size, precision and threads:
+do the same), after a warm-up, timed two ways (issue 17): synchronised after every step (the
+median step; what a loop that reads `loss.item()` every step gets, as denoising-diffusion-
+pytorch's Trainer does for its progress bar) and pipelined (three blocks, synchronised once
+each; what difflab's loop gets, since it reads the loss every --log-every steps). difflab's row
+is its pipelined rate; the peer gets a row each way, and the ratio is against the faster one.
+The peer runs as a subprocess of `benchmarks/peers/*.py` with the same batch, size, precision
+and threads:
 
     diffusers  (`diffusers_peer.py`): UNet2DModel sized with difflab's own flags, so widths,
                depth and attention placement match;
@@ -119,7 +124,8 @@ class DifflabTrainStep:
 
 def time_difflab(step: DifflabTrainStep, batch: int, steps: int, warmup: int) -> dict[str, Any]:
     """Median of `steps` synchronised steps after `warmup` (peer_common.time_steps: the peers'
-    exact clock), with the CUDA peak over the timed steps."""
+    exact clock), with the CUDA peak over the timed steps; then the same steps pipelined
+    (peer_common.time_pipelined: synchronised once per block, as difflab's loop runs)."""
     images = step.random_images(batch)
     for _ in range(warmup):
         step(images)
@@ -127,7 +133,9 @@ def time_difflab(step: DifflabTrainStep, batch: int, steps: int, warmup: int) ->
     baseline = torch.cuda.memory_allocated(step.device) if step.device.type == "cuda" else None
     pc.reset_peak_memory(step.device)
     times = pc.time_steps(lambda: step(images), steps, 0, step.device)
-    return {**pc.step_stats(times, batch), **pc.memory_report(step.device, batch, baseline), "times": times}
+    memory = pc.memory_report(step.device, batch, baseline)
+    pipelined = pc.time_pipelined(lambda: step(images), steps, step.device)
+    return {**pc.step_stats(times, batch), **pc.pipelined_stats(pipelined, batch), **memory, "times": times}
 
 
 # --------------------------------------------------------------------------------------------
@@ -155,26 +163,28 @@ def bench_throughput(args: argparse.Namespace, device: torch.device, unet, preci
             peer_runs.append(bc.run_peer(peer, "bench-train", peer_flags(args, peer, unet, peer_precision, args.batch)))
             if "error" not in peer_runs[-1]:
                 r = peer_runs[-1]
-                print(f"[{repeat}] {peer}: {r['images_per_s']:.1f} img/s (median step {r['step_s_median']:.4f} s)",
-                      file=sys.stderr, flush=True)
+                print(f"[{repeat}] {peer}: {r['images_per_s']:.1f} img/s synced every step, "
+                      f"{r.get('images_per_s_pipelined', float('nan')):.1f} pipelined", file=sys.stderr, flush=True)
         if step is None:
             step = DifflabTrainStep(unet, device, precision, args.channels_last_on, args.compile_on, args.seed, args.batch,
                                     args.cuda_graphs)
         ours_runs.append(time_difflab(step, args.batch, args.steps, args.warmup))
-        print(f"[{repeat}] difflab: {ours_runs[-1]['images_per_s']:.1f} img/s "
-              f"(median step {ours_runs[-1]['step_s_median']:.4f} s)", file=sys.stderr, flush=True)
+        print(f"[{repeat}] difflab: {ours_runs[-1]['images_per_s']:.1f} img/s synced every step, "
+              f"{ours_runs[-1]['images_per_s_pipelined']:.1f} pipelined", file=sys.stderr, flush=True)
     assert step is not None
 
     from difflab.network import count_flops
 
     forward_flops = count_flops(step.model, unet.image_size)
     peak, peak_source = bc.peak_tflops(args, device, precision)
-    ours_step = bc.median([r["step_s_median"] for r in ours_runs])
+    # difflab as its loop runs: pipelined (it reads the loss every --log-every steps); synchronised too
+    ours_step = bc.median([r["step_s_pipelined"] for r in ours_runs])
     ours_ips = args.batch / ours_step
     ours = {
         "bench": label, "side": "difflab", "parameters": step.model.num_parameters(), "batch": args.batch,
-        "precision": precision, "images_per_s": ours_ips, "step_s_median": ours_step,
-        "step_s_medians": [r["step_s_median"] for r in ours_runs],
+        "precision": precision, "images_per_s": ours_ips, "step_s_median": ours_step, "timing": "pipelined",
+        "images_per_s_synced": args.batch / bc.median([r["step_s_median"] for r in ours_runs]),
+        "step_s_medians": [r["step_s_pipelined"] for r in ours_runs],
         "peak_memory_mib_per_image": ours_runs[-1].get("peak_memory_mib_per_image"),
         "peak_reserved_mib_per_image": ours_runs[-1].get("peak_reserved_mib_per_image"),
         "activation_mib_per_image": ours_runs[-1].get("activation_mib_per_image"),
@@ -191,24 +201,36 @@ def bench_throughput(args: argparse.Namespace, device: torch.device, unet, preci
             rows.append({"bench": label, "side": peer, "error": peer_runs[-1].get("error"), "batch": args.batch,
                          "precision": peer_precision})
         else:
-            peer_step = bc.median([r["step_s_median"] for r in good])
-            peer_ips = args.batch / peer_step
             peer_peak = peak if peer_precision == precision else bc.peak_tflops(args, device, peer_precision)[0]
             peer_fwd = bc.peer_forward_flops(peer, sizing, unet.image_size, device)
-            rows.append({
-                "bench": label, "side": peer, "parameters": good[-1].get("parameters"), "batch": args.batch,
-                "precision": peer_precision, "images_per_s": peer_ips, "step_s_median": peer_step,
-                "step_s_medians": [r["step_s_median"] for r in good],
-                "peak_memory_mib_per_image": good[-1].get("peak_memory_mib_per_image"),
-                "peak_reserved_mib_per_image": good[-1].get("peak_reserved_mib_per_image"),
-                "activation_mib_per_image": good[-1].get("activation_mib_per_image"),
-                "forward_gflops_per_image": peer_fwd / 1e9 if peer_fwd else None,
-                "mfu": bc.mfu(3 * peer_fwd * peer_ips, peer_peak) if peer_fwd else None, "peak_tflops": peer_peak,
-                "config": good[-1].get("config"), "command": good[-1].get("command"),
-                "ema": good[-1].get("ema"), "ema_impl": good[-1].get("ema_impl"),
-            })
+            # The peer both ways (issue 17): synchronised every step, as its Trainer's loss.item()
+            # makes it run, and pipelined, its best; the ratio is against the faster (bc.add_ratios).
+            synced = "synced every step, as its Trainer" if peer == "lucidrains" else "synced every step"
+            ways = [(synced, "step_s_median", "synced")]
+            if all("step_s_pipelined" in r for r in good):
+                ways.append(("pipelined, its best", "step_s_pipelined", "pipelined"))
+            for words, key, timing in ways:
+                rows.append(peer_row(label, f"{peer} ({words})", good, key, timing, args.batch, peer_precision,
+                                     peer_fwd, peer_peak))
     bc.add_ratios(rows)
     return rows
+
+
+def peer_row(label: str, side: str, good: list[dict[str, Any]], key: str, timing: str, batch: int, precision: str,
+             forward_flops: int | None, peak: float) -> dict[str, Any]:
+    """One table row of the peer's runs `good`, timed by their `key` (synced or pipelined step)."""
+    step_s = bc.median([r[key] for r in good])
+    ips = batch / step_s
+    return {"bench": label, "side": side, "parameters": good[-1].get("parameters"), "batch": batch,
+            "precision": precision, "images_per_s": ips, "step_s_median": step_s, "timing": timing,
+            "step_s_medians": [r[key] for r in good],
+            "peak_memory_mib_per_image": good[-1].get("peak_memory_mib_per_image"),
+            "peak_reserved_mib_per_image": good[-1].get("peak_reserved_mib_per_image"),
+            "activation_mib_per_image": good[-1].get("activation_mib_per_image"),
+            "forward_gflops_per_image": forward_flops / 1e9 if forward_flops else None,
+            "mfu": bc.mfu(3 * forward_flops * ips, peak) if forward_flops else None, "peak_tflops": peak,
+            "config": good[-1].get("config"), "command": good[-1].get("command"),
+            "ema": good[-1].get("ema"), "ema_impl": good[-1].get("ema_impl")}
 
 
 def bench_max_batch(args: argparse.Namespace, device: torch.device, unet, precision: str, peer_precision: str,

@@ -375,6 +375,35 @@ def test_bench_scripts_run_without_a_peer(bench_modules, tmp_path):
     assert sample["rows"][0]["n"] == 2 and (tmp_path / "train.json").is_file()
 
 
+def test_a_peer_timed_two_ways_is_compared_at_its_faster_timing(bench_modules):
+    """Issue 17: the peer both ways, as its Trainer runs (synced every step) and at its best
+    (pipelined); difflab's ratio is against the faster row, and the targets say so."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import bench_all
+        import bench_common
+        from peers import peer_common
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    rows = [{"bench": "train 64px b64", "side": "difflab", "images_per_s": 4700.0, "mfu": 0.2},
+            {"bench": "train 64px b64", "side": "lucidrains (synced every step, as its Trainer)", "images_per_s": 653.0},
+            {"bench": "train 64px b64", "side": "lucidrains (pipelined, its best)", "images_per_s": 940.0},
+            {"bench": "DDIM-50 1000 img", "side": "difflab", "images_per_s": 400.0, "seconds": 2.5, "n": 1000}]
+    bench_common.add_ratios(rows)
+    assert rows[0]["ratio"] == pytest.approx(5.0) and rows[0]["ratio_against"] == rows[2]["side"]
+    assert rows[1]["ratio"] is None and rows[2]["ratio"] is None and "ratio" not in rows[3]  # no peer: no ratio
+    targets = bench_all.check_targets(rows)
+    assert targets[0].startswith("training b64: 5.00x the peer's faster timing, lucidrains (pipelined, its best) "
+                                 "(target >= 5x): PASS")
+    assert targets[1].startswith("DDIM-50, 1000 images: 2.50 s (target <= 2.6 s): PASS; no peer row")
+
+    calls = []
+    per_step = peer_common.time_pipelined(lambda: calls.append(1), 7, torch.device("cpu"), blocks=3)
+    assert len(per_step) == 3 and len(calls) == 6 and all(t >= 0 for t in per_step)  # 3 blocks of 7 // 3 steps
+    stats = peer_common.pipelined_stats([0.5, 0.25, 1.0], batch=64)
+    assert stats["step_s_pipelined"] == 0.5 and stats["images_per_s_pipelined"] == 128
+
+
 def test_compile_time_benchmark_runs_its_eager_reference(tmp_path):
     """benchmarks/compile_time.py end to end on its eager row (a compiled row takes minutes here)."""
     sys.path.insert(0, str(BENCHMARKS))

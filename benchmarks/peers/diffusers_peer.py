@@ -271,6 +271,7 @@ def cmd_bench_train(args: argparse.Namespace, device: torch.device) -> dict[str,
     baseline = torch.cuda.memory_allocated(device) if device.type == "cuda" else None
     pc.reset_peak_memory(device)
     times = pc.time_steps(lambda: loop.step(images), args.steps, 0, device)
+    pipelined = pc.time_pipelined(lambda: loop.step(images), args.steps, device)
     return {
         "mode": "bench-train",
         **describe(unet, net, args),
@@ -281,6 +282,7 @@ def cmd_bench_train(args: argparse.Namespace, device: torch.device) -> dict[str,
         "steps": args.steps,
         "warmup": args.warmup,
         **pc.step_stats(times, args.batch),
+        **pc.pipelined_stats(pipelined, args.batch),
         **pc.memory_report(device, args.batch, baseline),
         **pc.device_info(device),
     }

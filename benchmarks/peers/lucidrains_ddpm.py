@@ -283,6 +283,7 @@ def cmd_bench_train(args: argparse.Namespace, device: torch.device) -> dict[str,
     baseline = torch.cuda.memory_allocated(device) if device.type == "cuda" else None
     pc.reset_peak_memory(device)
     times = pc.time_steps(lambda: loop.step(images), args.steps, 0, device)
+    pipelined = pc.time_pipelined(lambda: loop.step(images), args.steps, device)
     return {
         "mode": "bench-train",
         **describe(diffusion, args.image_size, args.precision, args.batch),
@@ -291,6 +292,7 @@ def cmd_bench_train(args: argparse.Namespace, device: torch.device) -> dict[str,
         "ema": not args.no_ema,
         "fp32_attention_backends_added": fp32_attn,
         **pc.step_stats(times, args.batch),
+        **pc.pipelined_stats(pipelined, args.batch),
         **pc.memory_report(device, args.batch, baseline),
         "weights_memory_bytes": weights_bytes,
         **pc.device_info(device),

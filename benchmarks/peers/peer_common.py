@@ -159,6 +159,28 @@ def time_steps(step: Callable[[], Any], steps: int, warmup: int, device: torch.d
     return times
 
 
+def time_pipelined(step: Callable[[], Any], steps: int, device: torch.device, blocks: int = 3) -> list[float]:
+    """Seconds per step of `blocks` runs of `steps // blocks` calls, synchronised once per run: the
+    GPU's queue stays full, as in a loop that reads its loss only now and then (difflab's reads it
+    every --log-every steps). `time_steps` synchronises every step, as a loop that calls
+    `loss.item()` every step does (denoising-diffusion-pytorch's Trainer, for its progress bar)."""
+    per_block = max(1, steps // blocks)
+    times = []
+    for _ in range(blocks):
+        sync(device)
+        start = time.perf_counter()
+        for _ in range(per_block):
+            step()
+        sync(device)
+        times.append((time.perf_counter() - start) / per_block)
+    return times
+
+
+def pipelined_stats(times: Sequence[float], batch: int) -> dict[str, Any]:
+    median = statistics.median(times)
+    return {"step_s_pipelined": median, "images_per_s_pipelined": batch / median, "step_s_pipelined_blocks": list(times)}
+
+
 def step_stats(times: Sequence[float], batch: int) -> dict[str, float]:
     median = statistics.median(times)
     return {
