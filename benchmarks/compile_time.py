@@ -43,6 +43,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 BUDGET_SECONDS = 480.0  # the issue's default run: 8 minutes
+HERE = Path(__file__).resolve().parent
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -86,52 +87,26 @@ def measure(args: argparse.Namespace) -> dict:
     import torch
     from torch._dynamo.utils import counters
 
-    from difflab.config import TrainConfig
-    from difflab.families.base import StepContext
-    from difflab.families.diffusion import DiffusionTrainer
-    from difflab.generation import autocast_for
-    from difflab.training.speed import (compile_cache, memory_format_for, resolve_compile_scope,
-                                        resolve_mixed_precision, set_cudnn_benchmark, should_compile, use_cuda_graphs)
+    from difflab.training.speed import resolve_compile_scope
+    if str(HERE) not in sys.path:  # loop_step, also when this module was imported from elsewhere
+        sys.path.insert(0, str(HERE))
+    from loop_step import build_loop_step
 
     device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
                           else "cpu")
     if args.threads and device.type == "cpu":
         torch.set_num_threads(args.threads)
-    config = TrainConfig(**{"data": "random", "out": "unused", **json.loads(args.config), "batch_size": args.batch,
-                            "compile": args.compile, "compile_scope": args.scope, "cuda_graphs": args.cuda_graphs,
-                            "compile_cache": args.cache, **{lever: True for lever in levers(args)}}).validate()
-    precision = resolve_mixed_precision(config.mixed_precision, device)
-    compiling = should_compile(config.compile, device)
-    cuda_graphs = use_cuda_graphs(config.cuda_graphs, compiling, device)
-    torch.manual_seed(0)
-    trainer = DiffusionTrainer(config, 3, device)
-    shape = (args.batch, 3, config.image_size, config.image_size)
-    set_cudnn_benchmark(config, device)  # as training/loop.py does
-    layout = memory_format_for(config, device)  # the batches' layout, as the loop gives them
-    example = torch.zeros(shape, device=device).contiguous(memory_format=layout)
-    images = torch.rand(shape, generator=torch.Generator().manual_seed(1)).mul(2).sub(1).to(device)
-    images = images.contiguous(memory_format=layout)
-
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
-    def step(index: int) -> None:
-        context = StepContext(step=index, run_seconds=0.0,
-                              generator=torch.Generator(device).manual_seed(index),
-                              autocast=lambda: autocast_for(device, precision), backward=lambda loss: loss.backward(),
-                              no_sync=lambda module: nullcontext(), clip_grad_norm=torch.nn.utils.clip_grad_norm_)
-        trainer.train_step(images, context)
-
-    sync()  # CUDA's context and the data are ready before the clock starts
+    values = {**json.loads(args.config), "batch_size": args.batch, "compile": args.compile,
+              "compile_scope": args.scope, "cuda_graphs": args.cuda_graphs, "compile_cache": args.cache,
+              **{lever: True for lever in levers(args)}}
     load = os.getloadavg()[0]
     counters.clear()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        started = time.perf_counter()
-        with compile_cache(config.compile_cache, enabled=compiling), autocast_for(device, precision):
-            trainer.prepare(lambda *objects: objects, example, compiling, cuda_graphs)
-        prepared = time.perf_counter() - started
+        loop = build_loop_step(values, device)  # trainer.prepare inside, as training/loop.py calls it
+        started, prepared = loop.prepare_started, loop.prepare_s  # the clock runs from the start of prepare
+        config, precision, compiling, cuda_graphs, step, sync = (loop.config, loop.precision, loop.compiling,
+                                                                 loop.cuda_graphs, loop.step, loop.sync)
         step(0)
         sync()
         first_step = time.perf_counter() - started
@@ -160,7 +135,7 @@ def measure(args: argparse.Namespace) -> dict:
         "fx_graph_cache": {k: v for k, v in counters["inductor"].items() if k.startswith("fxgraph_cache")},
         "aot_autograd_cache": {k: v for k, v in counters["aot_autograd"].items() if k.startswith("autograd_cache")},
         "cache_mib": cache_bytes / 2**20,
-        "parameters": sum(p.numel() for p in trainer.model.parameters()),
+        "parameters": sum(p.numel() for p in loop.trainer.model.parameters()),
     }
 
 

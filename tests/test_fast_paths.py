@@ -404,6 +404,34 @@ def test_a_peer_timed_two_ways_is_compared_at_its_faster_timing(bench_modules):
     assert stats["step_s_pipelined"] == 0.5 and stats["images_per_s_pipelined"] == 128
 
 
+def test_profile_of_the_runs_training_step_on_the_cpu(tmp_path):
+    """benchmarks/profile_train_step.py end to end on a tiny eager run (the GPU profile is issue
+    17's first measurement): both clocks, the operator table by kind, FLOPs and MFU; and the kinds
+    of real CUDA kernel names."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import profile_train_step
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    tiny = {"batch_size": 2, "image_size": 16, "channels": 16, "dim_mults": "1,2", "res_blocks": 1,
+            "attn_resolutions": "8", "compile": "off"}
+    report = profile_train_step.main(["--device", "cpu", "--threads", "1", "--options", json.dumps(tiny), "--steps", "3",
+                                      "--warmup", "1", "--profile-steps", "1", "--flop-steps", "1", "--out", str(tmp_path)])
+    assert report["step_s_pipelined"] > 0 and report["step_s_synced"] > 0 and report["train_flops_per_image"] > 0
+    assert sum(report["kinds_s"].values()) == pytest.approx(report["kernel_s_per_step"])
+    assert report["kinds_s"]["convolution and matrix products"] > 0 and 0 < report["mfu"] < 1
+    assert "| step, pipelined (as the loop runs) |" in (tmp_path / "profile-train-step.md").read_text()
+    kinds = {name: profile_train_step.category(name) for name in (
+        "sm90_xmma_fprop_implicit_gemm_bf16bf16_bf16f32_f32_nhwckrsc_nhwc",
+        "triton_red_fused_native_group_norm_silu_12", "triton_poi_fused_add_mul_silu_3",
+        "pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits>",
+        "void at::native::multi_tensor_apply_kernel<FusedAdamMathFunctor>",
+        "void at::native::elementwise_kernel<128, 2, direct_copy_kernel_cuda>", "some_new_kernel")}
+    assert list(kinds.values()) == ["convolution and matrix products", "normalisation and other reductions",
+                                    "pointwise", "attention", "optimiser, EMA, gradient clipping",
+                                    "copies and layout changes", "other"]
+
+
 def test_compile_time_benchmark_runs_its_eager_reference(tmp_path):
     """benchmarks/compile_time.py end to end on its eager row (a compiled row takes minutes here)."""
     sys.path.insert(0, str(BENCHMARKS))

@@ -23,7 +23,9 @@ def should_compile(setting: str, device: torch.device, steps: int | None = None,
     H100 (benchmarks/gpu/fastpaths.sh): compiling the 64x64 default network took 79 s, then a
     batch-64 step ran in 26.5 ms instead of 71.9 ms (2.7x), so it pays after ~1,750 steps;
     runs planned shorter than COMPILE_AUTO_MIN_STEPS steps or COMPILE_AUTO_MIN_MINUTES minutes
-    stay eager. On a CPU the compile time rarely pays back, so auto never compiles there."""
+    stay eager. On an H200 (session 12, benchmarks/RESULTS.md issue 17) it took 86 s cold and
+    12 s from the on-disk cache, then a step ran 3.06x faster. On a CPU the compile time rarely
+    pays back, so auto never compiles there."""
     if setting != "auto":
         return setting == "on"
     long_enough = (steps is None or steps >= COMPILE_AUTO_MIN_STEPS) and \
