@@ -135,15 +135,16 @@ class RunOptions(Options):
                                   ("auto", "no", "fp16", "bf16"))
     compile: str = option("auto", "torch.compile the network: on, off, or auto (on for CUDA when the run is planned "
                           "for >= 2000 steps and >= 3 minutes: on an H200 compiling takes 86 s the first time, 12 s "
-                          "from the --compile-cache after, then a step is ~3x faster); falls back to eager if the compiler is unavailable", ("auto", "on", "off"))
+                          "from the --compile-cache after, then a step is ~3x faster); falls back to eager if the "
+                          "compiler is unavailable", ("auto", "on", "off"))
     cuda_graphs: str = option("auto", "record the network's forward and backward as CUDA graphs on one GPU: auto = "
                               "with --compile (its reduce-overhead mode); on = also without it (the compiler's "
                               "cudagraphs backend; measured no faster for eager kernels); off", ("auto", "on", "off"))
     compile_scope: str = option("auto", "what --compile compiles: whole (the network as one graph), blocks (each "
                                 "repeated U-Net block on its own, PyTorch's regional compilation: blocks of one shape "
                                 "share a graph, the code between them runs eagerly; with --cuda-graphs each block is "
-                                "graphed on its own), or auto (whole: on an H200 blocks compiled 1.23x as long and its step "
-                                "was 1.4-1.5x slower, benchmarks/RESULTS.md issue 17)",
+                                "graphed on its own), or auto (whole: on an H200 blocks compiled 1.23x as long and "
+                                "its step was 1.4-1.5x slower, benchmarks/RESULTS.md issue 17)",
                                 ("auto", "whole", "blocks"))
     compile_cache: str = option("auto", "where torch.compile keeps its on-disk caches (Inductor's FX-graph, "
                                 "AOTAutograd and Triton caches), so that a later run of the same shapes compiles in "

@@ -16,7 +16,8 @@ from difflab.errors import ConfigError, DataError
 
 # Options that may differ when resuming; everything else must match the run's saved config.
 RESUMABLE = {"steps", "max_minutes", "save_every", "log_every", "keep_checkpoints", "workers", "compile", "cuda_graphs",
-             "compile_scope", "compile_cache", "channels_last", "cudnn_benchmark", "grid_images", "grid_sampler_steps", "data", "data_root"}
+             "compile_scope", "compile_cache", "channels_last", "cudnn_benchmark", "grid_images", "grid_sampler_steps",
+             "data", "data_root"}
 
 
 def add_config_options(parser: argparse.ArgumentParser) -> None:

@@ -336,7 +336,8 @@ def _train(config: RunOptions, family, resume: bool, progress: bool) -> TrainRes
                    "mixed_precision": accelerator.mixed_precision}
         if monitor is not None:
             monitor.plot(run_dir / "quality.png")
-            monitor_summary = {**monitor.summary(), "best_checkpoint": str(best_checkpoint) if best_checkpoint else None}
+            monitor_summary = {**monitor.summary(),
+                               "best_checkpoint": str(best_checkpoint) if best_checkpoint else None}
             summary["monitor"] = monitor_summary
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     trackers.close()

@@ -16,11 +16,11 @@ set the baseline rate of "near copies" (closer than 0.05). A sample rate clearly
 
 Copying starts before the near copies do, if they come at all: on the 2,000-image anime set
 (session 12, H200, 1,419 epochs) the samples drew 20% closer to the training images than unseen
-faces are and KID grew 52x, with no sample ever under the near-copy threshold. The data-copying test of Meehan, Chaudhuri and Dasgupta (2020, "A
-non-parametric test to detect data-copying in generative models") sees that: Z_U compares the two
-sets of nearest-neighbour distances (Mann-Whitney U, normalised), is about N(0, 1) for a model whose
-samples are as far from its training images as fresh real images are, and negative when they are
-closer. It is logged at every evaluation; Z_U < -3 is a second warning, once.
+faces are and KID grew 52x, with no sample ever under the near-copy threshold. The data-copying
+test of Meehan, Chaudhuri and Dasgupta (2020, "A non-parametric test to detect data-copying in
+generative models") sees that: Z_U compares the two sets of nearest-neighbour distances
+(Mann-Whitney U, normalised), is about N(0, 1) for a model whose samples are as far from its
+training images as fresh real images are, and negative when they are closer. It is logged at every evaluation; Z_U < -3 is a second warning, once.
 """
 from __future__ import annotations
 
@@ -425,7 +425,8 @@ class QualityMonitor:
     def summary(self) -> dict[str, Any]:
         return {"evaluations": len(self.state.history), "best_step": self.state.best_step,
                 "best_score": self.state.best_score, "metric": self.settings.metric,
-                "eval_seconds": round(self.state.eval_seconds, 2), "holdout": any("near_copy_rate" in record for record in self.state.history),
+                "eval_seconds": round(self.state.eval_seconds, 2),
+                "holdout": any("near_copy_rate" in record for record in self.state.history),
                 "memorisation_alarm": self.state.alarm_fired, "data_copying_warning": self.state.copying_warned,
                 "memorisation_alarm_step": self._first_step_with("memorisation_alarm"),
                 "data_copying_warning_step": self._first_step_with("data_copying_warning")}
