@@ -39,7 +39,6 @@ import sys
 import tempfile
 import time
 import warnings
-from contextlib import nullcontext
 from pathlib import Path
 
 BUDGET_SECONDS = 480.0  # the issue's default run: 8 minutes
@@ -70,8 +69,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--cache", default="off", help=argparse.SUPPRESS)
     parser.add_argument("--lever", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    from difflab.config import TrainConfig
     for lever in levers(args):  # a misspelt lever fails here, before any measurement
-        from difflab.config import TrainConfig
         field = TrainConfig.__dataclass_fields__.get(lever)
         if field is None or field.type not in (bool, "bool"):
             parser.error(f"--levers: {lever!r} is not a boolean run option")
@@ -171,6 +170,14 @@ def run_child(args: argparse.Namespace, env: dict, **child) -> dict:
     return json.loads(lines[-1][len("RESULT "):])
 
 
+def fresh_folders(base_env: dict, name: str) -> tuple[Path, dict]:
+    """A new root folder for one variant's cache (root/inductor) and the environment of its
+    processes: TMPDIR (Inductor's precompiled headers) and XDG_CACHE_HOME inside it."""
+    root = Path(tempfile.mkdtemp(prefix=f"difflab-compile-{name}-"))
+    (root / "tmp").mkdir()
+    return root, {**base_env, "TMPDIR": str(root / "tmp"), "XDG_CACHE_HOME": str(root / "xdg")}
+
+
 def rows_for(args: argparse.Namespace, report) -> list[dict]:
     """Every measurement, `report(rows)` after each (so a run cut short keeps what it measured)."""
     rows = []
@@ -185,9 +192,7 @@ def rows_for(args: argparse.Namespace, report) -> list[dict]:
         add({"cache": "-", **run_child(args, base_env, compile="off")})
     for variant in filter(None, args.variants.split(",")):
         scope, graphs = variant.split(":")
-        root = Path(tempfile.mkdtemp(prefix=f"difflab-compile-{scope}-{graphs}-"))
-        (root / "tmp").mkdir()
-        env = {**base_env, "TMPDIR": str(root / "tmp"), "XDG_CACHE_HOME": str(root / "xdg")}
+        root, env = fresh_folders(base_env, f"{scope}-{graphs}")
         for state in ("cold", "warm"):
             add({"cache": state, "variant": variant,
                  **run_child(args, env, scope=scope, cuda_graphs=graphs, cache=str(root / "inductor"))})
@@ -198,9 +203,7 @@ def rows_for(args: argparse.Namespace, report) -> list[dict]:
         else:
             shutil.rmtree(root, ignore_errors=True)
     for lever in levers(args):  # cold only: its steady step is the A/B, its compile time a by-product
-        root = Path(tempfile.mkdtemp(prefix=f"difflab-compile-{lever}-"))
-        (root / "tmp").mkdir()
-        env = {**base_env, "TMPDIR": str(root / "tmp"), "XDG_CACHE_HOME": str(root / "xdg")}
+        root, env = fresh_folders(base_env, lever)
         add({"cache": "cold", "variant": f"whole:auto+{lever}",
              **run_child(args, env, scope="whole", cuda_graphs="auto", cache=str(root / "inductor"), lever=lever)})
         shutil.rmtree(root, ignore_errors=True)

@@ -20,7 +20,8 @@ faces are and KID grew 52x, with no sample ever under the near-copy threshold. T
 test of Meehan, Chaudhuri and Dasgupta (2020, "A non-parametric test to detect data-copying in
 generative models") sees that: Z_U compares the two sets of nearest-neighbour distances
 (Mann-Whitney U, normalised), is about N(0, 1) for a model whose samples are as far from its
-training images as fresh real images are, and negative when they are closer. It is logged at every evaluation; Z_U < -3 is a second warning, once.
+training images as fresh real images are, and negative when they are closer. It is logged at
+every evaluation; Z_U < -3 is a second warning, once.
 """
 from __future__ import annotations
 
